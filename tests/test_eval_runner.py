@@ -63,13 +63,16 @@ def artifacts(base, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- conditions
+from text2lora.generator import DEFAULT_GENERATOR_DIR  # noqa: E402
 
 def test_parse_condition_errors_and_labels(artifacts):
     with pytest.raises(ConfigError, match=r"unknown condition 'fewshot'; valid conditions: base, icl, description, "
-                                          r"adapter:PATH, t2l:PATH"):
+                                          r"adapter:PATH, t2l\[:PATH\]"):
         parse_condition("fewshot")
     with pytest.raises(ConfigError, match="needs a path"):
-        parse_condition("t2l")
+        parse_condition("hyperdecoders")
+    shipped = parse_condition("t2l")  # no path: the shipped default generator
+    assert shipped.path == str(DEFAULT_GENERATOR_DIR) and shipped.label == "T2L [default]"
     with pytest.raises(ConfigError, match="does not exist"):
         parse_condition("adapter:/no/such/dir")
     assert parse_condition("icl").label == "base + ICL"

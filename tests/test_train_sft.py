@@ -9,7 +9,7 @@ from _train_util import hypernet_state, sft_config, sharp_base, tiny_tasks, trai
 from text2lora.errors import OutputExistsError
 from text2lora import TextToLoRA
 from text2lora.train import NonFiniteLossError, train_sft
-from text2lora.train.batches import encode_examples, neftune, response_loss
+from text2lora.train.batches import encode_examples, lm_response_loss, neftune, response_loss
 from text2lora.train.sft import adapter_l2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,14 +88,14 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(base, 
     import text2lora.train.sft as sft
 
     calls = {"n": 0}
-    real = sft.response_loss
+    real = sft.lm_response_loss
 
-    def poisoned(logits, labels, smoothing=0.0):
+    def poisoned(model, batch, smoothing=0.0):
         calls["n"] += 1
-        loss = real(logits, labels, smoothing)
+        loss = real(model, batch, smoothing)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(sft, "response_loss", poisoned)
+    monkeypatch.setattr(sft, "lm_response_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="at step 3.*step-000002") as e:
         train_sft(sft_config(steps=5, save_every=2), tmp_path / "run", base=base, tasks=tasks[:3], quiet=True)
     assert e.value.step == 3
@@ -135,3 +135,32 @@ def test_response_only_loss_weights_each_sample_equally():
     per0 = torch.nn.functional.cross_entropy(logits[0, :4], labels[0, 1:]).item()
     per1 = torch.log(torch.tensor(7.0)).item()
     assert float(response_loss(logits, labels)) == pytest.approx((per0 + per1) / 2, abs=1e-6)
+
+
+def test_lm_response_loss_equals_the_loss_on_full_logits(base, tasks):
+    tb = encode_examples(base.tokenizer, [ex for t in tasks[:4] for ex in t.splits["validation"][:2]])
+    with torch.no_grad():
+        full = response_loss(base.model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits,
+                             tb.labels, 0.1)
+        assert float(lm_response_loss(base.model, tb, 0.1)) == pytest.approx(float(full), abs=1e-5)
+
+
+def test_checkpoints_are_generators_the_watcher_finds_and_a_stop_file_ends_the_run(base, tasks, tmp_path):
+    from text2lora.eval.watch import find_checkpoints
+
+    run = tmp_path / "run"
+
+    def request_stop(step, logs):
+        if step == 2:
+            (run / "STOP").write_text("{}")
+
+    r = train_sft(sft_config(steps=6, save_every=4, eval_every=0), run, base=base, tasks=tasks[:3], quiet=True,
+                  on_step=request_stop)
+    # STOP is read after step 3's update (the file appeared after step 2's checks): checkpoint, then end
+    assert r.step == 3 and r.stopped_early
+    found = find_checkpoints(run)
+    assert [p.name for p in found] == ["step-000003"]
+    gen = TextToLoRA.from_pretrained(found[0])
+    saved = hypernet_state(found[0])
+    assert saved.keys() == gen.hypernet.state_dict().keys()
+    assert all(torch.equal(v, saved[k]) for k, v in gen.hypernet.state_dict().items())

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ __all__ = [
     "discover_spec",
     "default_device",
     "default_dtype",
+    "lm_parts",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,20 @@ class BaseModel:
             messages = [{"role": "user", "content": messages}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
+
+
+def lm_parts(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """(decoder body, head) of a causal LM, so callers run the vocabulary projection only on the
+    positions they need. ``head(hidden)`` returns float32 logits, soft-capped where the model caps
+    them (Gemma 2)."""
+    body, proj = model.get_decoder(), model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+
+    def head(hidden: torch.Tensor) -> torch.Tensor:
+        logits = proj(hidden).float()
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    return body, head
 
 
 _LAYER_RE = re.compile(r"^(?P<prefix>.*?\.)(?P<idx>\d+)(?P<suffix>\..*)$")

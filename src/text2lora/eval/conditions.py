@@ -7,7 +7,8 @@ A condition is written ``[LABEL=]KIND[:PATH]``:
 ``icl``                the base model, 3 solved training examples as earlier chat turns (``--shots``)
 ``description``        the base model, the task's held-out description before the example
 ``adapter:DIR``        any PEFT LoRA directory (oracle LoRA, multi-task LoRA, adapters from elsewhere)
-``t2l:CKPT``           a generator, adapters from the task's held-out (aligned) descriptions
+``t2l[:CKPT]``          a generator (default: the shipped one), adapters from the task's held-out
+                       (aligned) descriptions
 ``t2l-train:CKPT``     ... from the task's training descriptions
 ``t2l-other:CKPT``     ... from other tasks' descriptions (alignment study)
 ``t2l-random:CKPT``    ... from random strings (alignment study)
@@ -48,6 +49,7 @@ CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
     "hyperdecoders": ("zero_shot", "input", "per-input generator: an adapter per example from its input"),
 }
 _NEEDS_PATH = {"adapter", "t2l", "t2l-train", "t2l-other", "t2l-random", "hyperdecoders"}
+_DEFAULTS_TO_SHIPPED = {"t2l", "t2l-train", "t2l-other", "t2l-random"}
 _DEFAULT_LABELS = {"base": "base", "icl": "base + ICL", "description": "base + description",
                    "t2l": "T2L", "t2l-train": "T2L (train descriptions)", "t2l-other": "T2L (other tasks)",
                    "t2l-random": "T2L (random strings)", "hyperdecoders": "Hyperdecoders"}
@@ -76,7 +78,8 @@ class Condition:
 
 
 def _valid() -> str:
-    return ", ".join(k + (":PATH" if k in _NEEDS_PATH else "") for k in CONDITION_KINDS)
+    return ", ".join(k + ("[:PATH]" if k in _DEFAULTS_TO_SHIPPED else ":PATH" if k in _NEEDS_PATH else "")
+                     for k in CONDITION_KINDS)
 
 
 def parse_condition(text: str) -> Condition:
@@ -89,13 +92,17 @@ def parse_condition(text: str) -> Condition:
     kind = kind.strip().lower().replace("_", "-")
     if kind not in CONDITION_KINDS:
         raise ConfigError(f"unknown condition {kind!r}; valid conditions: {_valid()}")
-    if kind in _NEEDS_PATH and not path:
+    if kind in _NEEDS_PATH and not path and kind not in _DEFAULTS_TO_SHIPPED:
         raise ConfigError(f"condition {kind!r} needs a path: {kind}:PATH")
     if kind not in _NEEDS_PATH and path:
         raise ConfigError(f"condition {kind!r} takes no path (got {path!r})")
     if path and not Path(path).exists():
         what = "PEFT adapter directory" if kind == "adapter" else "generator checkpoint directory"
         raise ConfigError(f"condition {kind}: {what} {path} does not exist")
+    if kind in _DEFAULTS_TO_SHIPPED and not path:  # the shipped default (its loader explains a broken install)
+        from ..generator import DEFAULT_GENERATOR_DIR
+
+        path = str(DEFAULT_GENERATOR_DIR)
     if not label:
         label = _DEFAULT_LABELS.get(kind) or f"adapter:{Path(path).name}"
         if kind in _NEEDS_PATH and kind != "adapter":

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..adapter import AdapterBatch, LoRAAdapter
-from ..base import BaseModel
+from ..base import BaseModel, lm_parts
 from ..inject import apply_adapters
 
 __all__ = ["MCItem", "adapters_applied", "encode_mc", "score_choices", "generate"]
@@ -96,19 +96,12 @@ def _positions(mask: Tensor) -> Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _body_and_head(base: BaseModel):
-    model = base.model
-    return model.get_decoder(), model.get_output_embeddings(), getattr(model.config, "final_logit_softcapping", None)
-
-
 def _token_logprobs(base: BaseModel, hidden: Tensor, targets: Tensor, chunk: int = 2048) -> Tensor:
     """log p(target) for hidden states ``[T, H]``: the LM head runs on exactly the positions needed."""
-    _, head, cap = _body_and_head(base)
+    _, head = lm_parts(base.model)
     out = []
     for s in range(0, hidden.shape[0], chunk):
-        logits = head(hidden[s: s + chunk]).float()
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+        logits = head(hidden[s: s + chunk])
         out.append(torch.log_softmax(logits, -1).gather(1, targets[s: s + chunk, None])[:, 0])
     return torch.cat(out) if out else hidden.new_zeros(0)
 
@@ -120,7 +113,7 @@ def _sum_by_row(values: Tensor, lengths: list[int]) -> list[float]:
 @torch.inference_mode()
 def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[float]]:
     dev, pad = base.device, base.tokenizer.pad_token_id or 0
-    body, _, _ = _body_and_head(base)
+    body, _ = lm_parts(base.model)
     ids, mask = _pad([it.context for it in items], pad, left=True)
     ids, mask = ids.to(dev), mask.to(dev)
     row_item = [i for i, it in enumerate(items) for _ in it.choices]
@@ -151,7 +144,7 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
 @torch.inference_mode()
 def _score_full(base: BaseModel, items: list[MCItem], stacked) -> list[list[float]]:
     dev, pad = base.device, base.tokenizer.pad_token_id or 0
-    body, _, _ = _body_and_head(base)
+    body, _ = lm_parts(base.model)
     row_item = [i for i, it in enumerate(items) for _ in it.choices]
     seqs = [it.context + c for it in items for c in it.choices]
     starts = [len(it.context) for it in items for _ in it.choices]

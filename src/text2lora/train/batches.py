@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..base import lm_parts
 from ..data import Example, TaskRecord, format_prompt
 from ..errors import DataError
 
-__all__ = ["TextBatch", "encode_examples", "response_loss", "neftune", "ExampleSampler", "validation_examples"]
+__all__ = ["TextBatch", "encode_examples", "response_loss", "lm_response_loss", "neftune", "ExampleSampler", "validation_examples"]
 
 
 @dataclass
@@ -71,15 +72,28 @@ def encode_examples(tokenizer: Any, examples: Sequence[Example], max_prompt_toke
 
 
 def response_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy on response tokens; each sample's mean, then the mean over samples (every sample
-    weighs the same whatever its length)."""
-    logits = logits[:, :-1].float()
+    """Cross-entropy on response tokens from full ``[B, T, V]`` logits; each sample's mean, then the
+    mean over samples (every sample weighs the same whatever its length)."""
     target = labels[:, 1:]
-    tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                          label_smoothing=label_smoothing, reduction="none").view(target.shape)
-    mask = (target != -100).to(tok.dtype)
-    per_sample = (tok * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-    return per_sample.mean()
+    sel = target != -100
+    return _per_sample_mean(logits[:, :-1][sel].float(), target[sel], sel, label_smoothing)
+
+
+def lm_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float = 0.0) -> Tensor:
+    """:func:`response_loss` of ``model`` on ``batch``, with the vocabulary projection run only on
+    the positions that predict a response token (prompts are most of the tokens, and the head of a
+    small model is a large share of its compute)."""
+    body, head = lm_parts(model)
+    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    target = batch.labels[:, 1:]
+    sel = target != -100
+    return _per_sample_mean(head(hidden[:, :-1][sel]), target[sel], sel, label_smoothing)
+
+
+def _per_sample_mean(logits: Tensor, targets: Tensor, sel: Tensor, label_smoothing: float) -> Tensor:
+    tok = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")
+    sums = tok.new_zeros(sel.shape[0]).index_add(0, sel.nonzero()[:, 0], tok)
+    return (sums / sel.sum(1).clamp_min(1).to(tok.dtype)).mean()
 
 
 @contextlib.contextmanager

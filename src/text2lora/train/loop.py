@@ -64,6 +64,14 @@ class Job(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # Optional: ``checkpoint_config() -> dict`` makes each checkpoint a loadable artifact (its
+    # ``config.json``), as the generator recipes do.
+
+
+#: A file that, once it exists in the run directory, stops training after the current step (with a
+#: checkpoint); ``t2l watch --patience`` writes it.
+STOP_FILE = "STOP"
+
 
 @dataclass
 class LoopResult:
@@ -164,7 +172,8 @@ def train_loop(job: Job, cfg: TrainConfig, run: RunDir, accelerator=None, *, res
             ranks = gather_object(ranks)
         state = {"scheduler": scheduler.state_dict(), "job": ranks[0], "job_ranks": ranks,
                  "best_val": result.best_val, "best_step": result.best_step, "since_best": since_best}
-        run.save_checkpoint(step, job.trainable_state(), optimizer.state_dict(), state)
+        config = job.checkpoint_config() if hasattr(job, "checkpoint_config") else None
+        run.save_checkpoint(step, job.trainable_state(), optimizer.state_dict(), state, config=config)
 
     def validate(step: int) -> bool:
         """Validate; return True when early stopping triggers."""
@@ -222,6 +231,9 @@ def train_loop(job: Job, cfg: TrainConfig, run: RunDir, accelerator=None, *, res
             stop = False
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                 stop = validate(step)
+            if _stop_requested(run, accelerator):
+                stop = True
+                bar.write(f"{run.path / STOP_FILE} exists: stopping after step {step}")
             if step % cfg.save_every == 0 or step == cfg.steps or stop:
                 checkpoint(step)
             if on_step is not None:
@@ -240,6 +252,12 @@ def train_loop(job: Job, cfg: TrainConfig, run: RunDir, accelerator=None, *, res
     result.seconds = time.perf_counter() - t0
     accelerator.wait_for_everyone()
     return result
+
+
+def _stop_requested(run: RunDir, accelerator) -> bool:
+    """True when the run's STOP file exists (agreed across processes, so none waits on the others)."""
+    flag = torch.tensor([float((run.path / STOP_FILE).exists())], device=accelerator.device)
+    return float(accelerator.reduce(flag, "sum")) > 0
 
 
 def _diverged(what: str, value: float, step: int, run: RunDir) -> None:

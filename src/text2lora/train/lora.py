@@ -26,7 +26,7 @@ from ..adapter import LoRAAdapter
 from ..base import BaseModel, load_base
 from ..data import Example, TaskRecord, TaskSampler
 from ..errors import AdapterError, ConfigError
-from .batches import ExampleSampler, encode_examples, response_loss, validation_examples
+from .batches import ExampleSampler, encode_examples, lm_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
 from .loop import LoopResult, make_accelerator, train_loop
 from .run import RunDir
@@ -103,8 +103,7 @@ class LoRAJob:
     def _ce(self, examples: list[Example], smoothing: float) -> Tensor:
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
                              self.cfg.max_response_tokens).to(self.device)
-        logits = self.model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits
-        return response_loss(logits, tb.labels, smoothing)
+        return lm_response_loss(self.model, tb, smoothing)
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         return self._ce(self._batch(), self.cfg.label_smoothing), {}

@@ -189,6 +189,9 @@ class ReconJob:
     def save_artifact(self, path: Path) -> None:
         self.gen.save_pretrained(path, force=True)
 
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.gen.config_dict()
+
     def trainable_state(self) -> dict[str, Tensor]:
         return {k: v.detach() for k, v in self.module.state_dict().items()}
 

@@ -249,10 +249,12 @@ class RunDir:
         return cks[-1] if cks else None
 
     def save_checkpoint(self, step: int, model_state: dict[str, Tensor], optimizer_state: dict[str, Any],
-                        state: dict[str, Any]) -> Path | None:
+                        state: dict[str, Any], config: dict[str, Any] | None = None) -> Path | None:
         """Write ``checkpoints/step-N`` atomically, then prune old ones. Returns its path.
 
         ``state`` (JSON-ready) should hold the scheduler, sampler and anything else to resume.
+        ``config``, when given, is written as ``config.json`` beside ``model.safetensors``, which
+        makes the checkpoint a loadable generator directory (``t2l watch`` evaluates those).
         A failed write (e.g. disk full) raises :class:`CheckpointError` and leaves the previous
         checkpoint untouched.
         """
@@ -271,6 +273,8 @@ class RunDir:
                 atomic_write_json(tmp / "optimizer.json", opt_meta)
                 save_file(rng_tensors, str(tmp / "rng.safetensors"))
                 atomic_write_json(tmp / "state.json", {"step": step, "rng": rng_meta, **state})
+                if config is not None:
+                    atomic_write_json(tmp / "config.json", config)
         except OSError as e:
             prev = self.latest_checkpoint()
             why = "the disk is full" if e.errno == errno.ENOSPC else str(e)

@@ -26,7 +26,7 @@ from ..encoders import EncoderSpec, TaskIdEncoder, load_encoder
 from ..errors import ConfigError
 from ..generator import TextToLoRA
 from ..inject import apply_adapters
-from .batches import encode_examples, neftune, response_loss, validation_examples
+from .batches import encode_examples, lm_response_loss, neftune, validation_examples
 from .config import SFTConfig
 from .loop import LoopResult, make_accelerator, train_loop
 from .run import RunDir
@@ -88,8 +88,8 @@ class SFTJob:
                              self.cfg.max_response_tokens).to(self.device)
         with apply_adapters(self.base.model, adapters, self.base.spec), \
                 neftune(self.base.model, noise, tb.attention_mask):
-            logits = self.base.model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits
-        return response_loss(logits, tb.labels, label_smoothing), adapter_l2(adapters)
+            ce = lm_response_loss(self.base.model, tb, label_smoothing)
+        return ce, adapter_l2(adapters)
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         rows = self.sampler.next_batch()
@@ -116,6 +116,9 @@ class SFTJob:
     # ------------------------------------------------------------------ state
     def save_artifact(self, path: Path) -> None:
         self.gen.save_pretrained(path, force=True)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.gen.config_dict()
 
     def trainable_state(self) -> dict[str, Tensor]:
         return {k: v.detach() for k, v in self.module.state_dict().items()}
