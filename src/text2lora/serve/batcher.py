@@ -1,7 +1,9 @@
 """A small dynamic batcher: requests with different adapters share one KV-cached generation.
 
 Requests are queued; a single worker thread owns the base model. It takes the
-first queued request, waits up to ``wait_ms`` for more (up to ``max_batch``),
+first queued request and keeps gathering while more arrive less than ``wait_ms``
+apart (a burst of clients that each spend a moment on tokenising or generating
+their adapter lands in one batch), for at most ``4 * wait_ms`` (up to ``max_batch``),
 left-pads their prompts into one batch and runs one ``model.generate`` under
 ``apply_adapters(model, [a1, None, a2, ...])`` (one adapter per row, ``None`` =
 base model). Tokens are routed to each request as they are produced, so
@@ -152,7 +154,8 @@ class Batcher:
     Args:
         base: the loaded base model.
         max_batch: most rows in one forward pass.
-        wait_ms: after the first request of a batch arrives, how long to wait for more.
+        wait_ms: how long to wait for another request after the last one arrived (the batch
+            starts at most ``4 * wait_ms`` after its first request).
         lock: held around every use of the model (share it with code that also runs the
             model, e.g. a ``base-lm`` description encoder).
     """
@@ -195,13 +198,14 @@ class Batcher:
 
     # ------------------------------------------------------------------ worker
     def _collect(self) -> list[GenRequest] | None:
-        """Block for the first request, then gather compatible ones for up to ``wait_s``."""
+        """Block for the first request, then gather compatible ones while they keep arriving."""
         if not self._pending:
             item = self._queue.get()
             if item is None:
                 return None
             self._pending.append(item)
-        deadline = time.monotonic() + self.wait_s
+        start = time.monotonic()
+        deadline = start + self.wait_s
         while True:
             key = self._pending[0].sampling_key()
             if sum(r.sampling_key() == key for r in self._pending) >= self.max_batch:
@@ -215,6 +219,7 @@ class Batcher:
                 self._stopped = True
                 break
             self._pending.append(item)
+            deadline = min(time.monotonic() + self.wait_s, start + 4 * self.wait_s)
         key = self._pending[0].sampling_key()
         batch = [r for r in self._pending if r.sampling_key() == key][: self.max_batch]
         taken = {id(r) for r in batch}

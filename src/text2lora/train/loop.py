@@ -68,6 +68,26 @@ class Job(Protocol):
     # ``config.json``), as the generator recipes do.
 
 
+class GeneratorJob:
+    """The state methods of a :class:`Job` whose trainable module is a generator's hypernetwork
+    (``self.gen``, ``self.module = self.gen.hypernet``): checkpoints are loadable generators."""
+
+    gen: Any
+    module: nn.Module
+
+    def save_artifact(self, path: Path) -> None:
+        self.gen.save_pretrained(path, force=True)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.gen.config_dict()
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in self.module.state_dict().items()}
+
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        self.module.load_state_dict(state)
+
+
 #: A file that, once it exists in the run directory, stops training after the current step (with a
 #: checkpoint); ``t2l watch --patience`` writes it.
 STOP_FILE = "STOP"

@@ -30,7 +30,7 @@ from .batches import ExampleSampler, encode_examples, lm_response_loss, validati
 from .config import LoRAConfig, MTLoRAConfig
 from .loop import LoopResult, make_accelerator, train_loop
 from .run import RunDir
-from .tasks import resolve_tasks, split_tasks
+from .tasks import recipe_tasks, resolve_tasks, split_tasks
 
 __all__ = ["LoRAJob", "train_lora", "train_mt_lora", "task_slug"]
 
@@ -216,12 +216,7 @@ def train_mt_lora(cfg: MTLoRAConfig, out: str | Path, *, resume: bool = False, q
     """Train one LoRA on all training tasks (task-balanced batches) into ``out/best``."""
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
-    if tasks is None:
-        if not cfg.tasks:
-            raise ConfigError("no tasks: set `tasks` in the recipe or pass --tasks NAME[,NAME...]")
-        tasks = resolve_tasks(cfg.tasks, cfg.exclude_tasks)
-        val_tasks = resolve_tasks(cfg.val_tasks, known=tasks) if val_tasks is None and cfg.val_tasks else val_tasks
-    tasks, val_tasks = split_tasks(tasks, list(val_tasks or []), cfg.num_val_tasks, cfg.max_tasks, cfg.seed)
+    tasks, val_tasks = recipe_tasks(cfg, tasks, val_tasks)
     val_from = val_tasks or tasks
     val = [ex for t in val_from for ex in validation_examples(t, cfg.val_examples, cfg.seed)]
     base = _load(cfg, base, accelerator)

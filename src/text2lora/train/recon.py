@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .._io import atomic_write_json, atomic_write_text, read_json
+from .._io import atomic_write_json, atomic_write_text
 from ..adapter import LoRAAdapter, lora_scaling
 from ..base import BaseSpec
 from ..encoders import TaskIdEncoder, load_encoder
@@ -33,7 +33,7 @@ from ..errors import AdapterError, ConfigError
 from ..generator import TextToLoRA
 from .batches import ExampleSampler
 from .config import ReconConfig
-from .loop import LoopResult, make_accelerator, train_loop
+from .loop import GeneratorJob, LoopResult, make_accelerator, train_loop
 from .run import RunDir
 
 __all__ = ["LibraryEntry", "load_library", "ReconJob", "train_recon", "recon_report"]
@@ -129,7 +129,7 @@ def _targets(entries: list[LibraryEntry], alpha: float, use_rslora: bool) -> tup
     return A, B
 
 
-class ReconJob:
+class ReconJob(GeneratorJob):
     """Reconstruction of a library (a :class:`~text2lora.train.loop.Job`)."""
 
     def __init__(self, cfg: ReconConfig, gen: TextToLoRA, entries: list[LibraryEntry], device: torch.device,
@@ -185,18 +185,6 @@ class ReconJob:
     def validate(self) -> float | None:
         idx = list(range(len(self.entries)))
         return float(self.z_loss(idx, [self.text(i, None) for i in idx]))
-
-    def save_artifact(self, path: Path) -> None:
-        self.gen.save_pretrained(path, force=True)
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        return self.gen.config_dict()
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {k: v.detach() for k, v in self.module.state_dict().items()}
-
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        self.module.load_state_dict(state)
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self._rng.getstate()

@@ -23,14 +23,13 @@ from ..adapter import AdapterBatch
 from ..base import BaseModel, load_base
 from ..data import TaskRecord, TaskSampler
 from ..encoders import EncoderSpec, TaskIdEncoder, load_encoder
-from ..errors import ConfigError
 from ..generator import TextToLoRA
 from ..inject import apply_adapters
 from .batches import encode_examples, lm_response_loss, neftune, validation_examples
 from .config import SFTConfig
-from .loop import LoopResult, make_accelerator, train_loop
+from .loop import GeneratorJob, LoopResult, make_accelerator, train_loop
 from .run import RunDir
-from .tasks import resolve_tasks, split_tasks
+from .tasks import recipe_tasks
 
 __all__ = ["SFTJob", "train_sft", "adapter_l2"]
 
@@ -46,7 +45,7 @@ def adapter_l2(batch: AdapterBatch) -> Tensor:
     return a_sum / a_n + b_sum / b_n
 
 
-class SFTJob:
+class SFTJob(GeneratorJob):
     """One SFT run's data, model and loss (a :class:`~text2lora.train.loop.Job`)."""
 
     def __init__(self, cfg: SFTConfig, base: BaseModel, gen: TextToLoRA, tasks: list[TaskRecord],
@@ -114,18 +113,6 @@ class SFTJob:
         return total / n
 
     # ------------------------------------------------------------------ state
-    def save_artifact(self, path: Path) -> None:
-        self.gen.save_pretrained(path, force=True)
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        return self.gen.config_dict()
-
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {k: v.detach() for k, v in self.module.state_dict().items()}
-
-    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        self.module.load_state_dict(state)
-
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}
 
@@ -163,14 +150,7 @@ def train_sft(cfg: SFTConfig, out: str | Path, *, resume: bool = False, quiet: b
     """
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
-    if tasks is None:
-        if not cfg.tasks:
-            raise ConfigError("no training tasks: set `tasks` (e.g. [bigbench]) in the recipe or --tasks")
-        tasks = resolve_tasks(cfg.tasks, cfg.exclude_tasks)
-        val_tasks = resolve_tasks(cfg.val_tasks, known=tasks) if val_tasks is None and cfg.val_tasks else val_tasks
-    tasks, val_tasks = split_tasks(tasks, list(val_tasks or []), cfg.num_val_tasks, cfg.max_tasks, cfg.seed)
-    if not tasks:
-        raise ConfigError("no training tasks left after removing validation/excluded tasks")
+    tasks, val_tasks = recipe_tasks(cfg, tasks, val_tasks)
     if base is None:
         base = load_base(cfg.base, cfg.target_modules, device=accelerator.device)
     gen = build_generator(cfg, base, [t.name for t in tasks + val_tasks], encoder)

@@ -9,7 +9,7 @@ from typing import Sequence
 from ..data import COLLECTIONS, TaskRecord, get_task, load_collection
 from ..errors import ConfigError
 
-__all__ = ["resolve_tasks", "split_tasks"]
+__all__ = ["resolve_tasks", "split_tasks", "recipe_tasks"]
 
 
 def _expand(entry: str) -> list[TaskRecord]:
@@ -60,4 +60,19 @@ def split_tasks(train: list[TaskRecord], val: list[TaskRecord], num_val: int, ma
     if max_tasks is not None and len(train) > max_tasks:
         keep = set(rng.sample(range(len(train)), max_tasks))
         train = [r for i, r in enumerate(train) if i in keep]
+    return train, val
+
+
+def recipe_tasks(cfg, tasks: list[TaskRecord] | None, val_tasks: list[TaskRecord] | None
+                 ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+    """(training, validation) tasks of a recipe with ``tasks`` / ``val_tasks`` / ``num_val_tasks``;
+    records passed in (tests, notebooks) replace what the recipe names."""
+    if tasks is None:
+        if not cfg.tasks:
+            raise ConfigError("no training tasks: set `tasks` (e.g. [bigbench]) in the recipe or pass --tasks")
+        tasks = resolve_tasks(cfg.tasks, cfg.exclude_tasks)
+        val_tasks = resolve_tasks(cfg.val_tasks, known=tasks) if val_tasks is None and cfg.val_tasks else val_tasks
+    train, val = split_tasks(tasks, list(val_tasks or []), cfg.num_val_tasks, cfg.max_tasks, cfg.seed)
+    if not train:
+        raise ConfigError("no training tasks left after removing validation/excluded tasks")
     return train, val

@@ -1,0 +1,95 @@
+"""The generator that ships inside the package: loads offline, drives ``t2l generate`` with no model
+argument, writes adapters PEFT loads, and its adapters help the base model on unseen benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from text2lora import TextToLoRA, load_base
+from text2lora.errors import CheckpointError
+from text2lora.generator import DEFAULT_GENERATOR_DIR
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_GENERATOR_DIR / "config.json").is_file(),
+                                reason="this checkout has no shipped generator")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_base()
+
+
+def test_shipped_generator_is_the_default_and_fits_the_default_base(smollm2):
+    gen = TextToLoRA.from_pretrained()
+    assert gen.base_spec.name == "smollm2-135m-instruct" and gen.base_spec.same_shapes(smollm2.spec)
+    assert gen.encoder_spec.name == "all-minilm-l6-v2"
+    assert gen.hyper_config.head_size == "M" and gen.hyper_config.head_in == 128
+    size = sum(p.stat().st_size for p in DEFAULT_GENERATOR_DIR.iterdir())
+    assert size < 10 * 2**20  # a few MB in the wheel
+    assert any(float(h.weight.abs().max()) > 0 for h in gen.hypernet.heads.values())  # trained, not fresh
+
+
+def test_generate_cli_with_no_model_writes_an_adapter_peft_loads(smollm2, tmp_path):
+    from peft import PeftModel
+
+    from text2lora.cli import main
+
+    out = tmp_path / "d"
+    assert main(["generate", "Solve grade-school math word problems step by step.", "--out", str(out),
+                 "--quiet"]) == 0
+    ids = smollm2.tokenizer(smollm2.chat_prompt("What is 12 * 7?"), return_tensors="pt").input_ids
+    with torch.no_grad():
+        plain = smollm2.model(ids).logits
+        peft_model = PeftModel.from_pretrained(smollm2.model, str(out))
+        try:
+            adapted = peft_model(ids).logits
+        finally:
+            peft_model.unload()
+    assert torch.isfinite(adapted).all() and (adapted - plain).abs().max() > 1e-3
+
+
+def test_shipped_generator_with_another_base_names_both(tiny_llama):
+    with pytest.raises(CheckpointError, match="made for base model 'smollm2-135m-instruct', not 'tiny-llama'"):
+        TextToLoRA.from_pretrained(base=tiny_llama)
+
+
+def test_missing_or_corrupt_shipped_files_say_how_to_reinstall(tmp_path, monkeypatch):
+    import text2lora.generator as generator
+
+    broken = tmp_path / "default"
+    shutil.copytree(DEFAULT_GENERATOR_DIR, broken)
+    monkeypatch.setattr(generator, "DEFAULT_GENERATOR_DIR", broken)
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt.*pip install --force-reinstall text-to-lora"):
+        TextToLoRA.from_pretrained()
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing.*pip install --force-reinstall text-to-lora"):
+        TextToLoRA.from_pretrained()
+
+
+# The benchmarks with a validation split separate from their evaluation items (no test item is used).
+HELD_OUT = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande"]
+
+
+def test_held_out_description_adapters_lower_the_loss_on_unseen_benchmarks(smollm2):
+    """No benchmark was trained on; each gets an adapter from one held-out description, and the base
+    model's response loss on 16 of the benchmark's validation examples must drop."""
+    from text2lora.data import get_task
+    from text2lora.data.descriptions import alignment_set
+    from text2lora.inject import apply_adapters
+    from text2lora.train.batches import encode_examples, lm_response_loss, validation_examples
+
+    gen = TextToLoRA.from_pretrained(base=smollm2)
+    adapters = gen.generate([alignment_set(name, "heldout")[0] for name in HELD_OUT])
+    deltas = {}
+    for name, adapter in zip(HELD_OUT, adapters):
+        tb = encode_examples(smollm2.tokenizer, validation_examples(get_task(name), 16, seed=0))
+        with torch.no_grad():
+            before = float(lm_response_loss(smollm2.model, tb))
+            with apply_adapters(smollm2.model, adapter, smollm2.spec):
+                after = float(lm_response_loss(smollm2.model, tb))
+        deltas[name] = after - before
+    assert all(d < 0 for d in deltas.values()), deltas
