@@ -38,7 +38,7 @@ def main() -> int:
     from text2lora import TextToLoRA, apply_adapters, load_base
     from text2lora.adapter import LoRAAdapter
     from text2lora.train import load_config
-    from text2lora.train.batches import neftune, response_loss
+    from text2lora.train.batches import TextBatch, lm_response_loss, neftune
     from text2lora.train.recon import LibraryEntry, ReconJob
     from text2lora.train.sft import adapter_l2
 
@@ -50,6 +50,7 @@ def main() -> int:
     mask = torch.ones_like(ids)
     labels = ids.clone()
     labels[:, : args.seq // 2] = -100  # the first half plays the prompt: response-only loss
+    tb = TextBatch(ids, mask, labels)
 
     # --- T2L SFT step: 8 different adapters, one per row
     gen = TextToLoRA.init(base, seed=0).to(dev)
@@ -63,8 +64,7 @@ def main() -> int:
     def t2l_step():
         batch = gen(emb)
         with apply_adapters(base.model, batch, base.spec), neftune(base.model, 5.0, mask):
-            logits = base.model(input_ids=ids, attention_mask=mask).logits
-        loss = response_loss(logits, labels, 0.1) + 1e-3 * adapter_l2(batch)
+            loss = lm_response_loss(base.model, tb, 0.1) + 1e-3 * adapter_l2(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(gen.hypernet.parameters(), 1.0)
         opt.step()
@@ -78,15 +78,14 @@ def main() -> int:
     # --- one shared PEFT LoRA on the same tokens, on its own copy of the base (so the two arms can be
     # interleaved: a busy machine slows both alike)
     torch.manual_seed(0)
-    peft = get_peft_model(copy.deepcopy(base.model), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+    peft_model = get_peft_model(copy.deepcopy(base.model), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                                                                target_modules=["q_proj", "v_proj"]))
-    popt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=8e-5, weight_decay=1e-2)
+    popt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=8e-5, weight_decay=1e-2)
 
     def peft_step():
-        logits = peft(input_ids=ids, attention_mask=mask).logits
-        loss = response_loss(logits, labels, 0.1)
+        loss = lm_response_loss(peft_model, tb, 0.1)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in peft.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in peft_model.parameters() if p.requires_grad], 1.0)
         popt.step()
         popt.zero_grad(set_to_none=True)
         if dev.type == "cuda":
@@ -109,7 +108,7 @@ def main() -> int:
             peft_times.append(timed(peft_step))
             t2l_times.append(timed(t2l_step))
     t_t2l, t_peft = statistics.median(t2l_times), statistics.median(peft_times)
-    del peft, popt
+    del peft_model, popt
 
     # --- reconstruction steps/s on a library of 8 adapters of the default base
     entries = []
