@@ -168,7 +168,7 @@ class TextToLoRA(nn.Module):
         except (SafetensorError, OSError) as e:
             hint = " reinstall with `pip install --force-reinstall text-to-lora`" if shipped else ""
             raise CheckpointError(f"{w_path} is corrupt ({e});{hint or ' re-save or re-download it'}") from None
-        missing, unexpected = gen.hypernet.load_state_dict(state, strict=False)
+        missing, unexpected = gen.hypernet.load_weights(state)
         if missing or unexpected:
             raise CheckpointError(f"{w_path} does not match its config.json (missing {missing[:3]}, unexpected "
                                   f"{unexpected[:3]}); the checkpoint is corrupt")

@@ -121,10 +121,20 @@ class HyperNetwork(nn.Module):
             self.init_A[m.name] = nn.Parameter(a)
             self.init_B[m.name] = nn.Parameter(torch.zeros(m.out_features, r))
             L = base.num_layers
-            self.register_buffer(f"zmean_A_{m.name}", torch.zeros(L, r, m.in_features))
-            self.register_buffer(f"zstd_A_{m.name}", torch.ones(L, r, m.in_features))
-            self.register_buffer(f"zmean_B_{m.name}", torch.zeros(L, m.out_features, r))
-            self.register_buffer(f"zstd_B_{m.name}", torch.ones(L, m.out_features, r))
+            # saved only when used (they are as large as a LoRA per layer)
+            keep = cfg.zscore
+            self.register_buffer(f"zmean_A_{m.name}", torch.zeros(L, r, m.in_features), persistent=keep)
+            self.register_buffer(f"zstd_A_{m.name}", torch.ones(L, r, m.in_features), persistent=keep)
+            self.register_buffer(f"zmean_B_{m.name}", torch.zeros(L, m.out_features, r), persistent=keep)
+            self.register_buffer(f"zstd_B_{m.name}", torch.ones(L, m.out_features, r), persistent=keep)
+
+    def load_weights(self, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+        """``load_state_dict(strict=False)`` that ignores the identity z-score statistics which
+        checkpoints of format 1 saved even when ``zscore`` is off. Returns (missing, unexpected)."""
+        if not self.cfg.zscore:
+            state = {k: v for k, v in state.items() if not k.startswith(("zmean_", "zstd_"))}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        return list(missing), list(unexpected)
 
     # ------------------------------------------------------------------ z-score
     def set_zscore(self, mean_A: dict[str, Tensor], std_A: dict[str, Tensor],

@@ -85,7 +85,10 @@ class GeneratorJob:
         return {k: v.detach() for k, v in self.module.state_dict().items()}
 
     def load_trainable_state(self, state: dict[str, Tensor]) -> None:
-        self.module.load_state_dict(state)
+        missing, unexpected = self.module.load_weights(state)
+        if missing or unexpected:
+            raise CheckpointError(f"checkpoint does not match this generator (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}); resume with the recipe that started the run")
 
 
 #: A file that, once it exists in the run directory, stops training after the current step (with a
