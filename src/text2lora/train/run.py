@@ -211,7 +211,13 @@ class RunDir:
             fig, ax = plt.subplots(figsize=(6, 3.5))
             for split in sorted({s for s, m in metrics if m == metric}):
                 pts = [(st, v) for st, s, m, v in rows if s == split and m == metric]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=split)
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                if len(pts) > 100:  # noisy per-step values: faint, with a running mean of 25 steps
+                    line, = ax.plot(xs, ys, alpha=0.25, linewidth=0.8)
+                    mean = [sum(ys[max(0, i - 24): i + 1]) / len(ys[max(0, i - 24): i + 1]) for i in range(len(ys))]
+                    ax.plot(xs, mean, color=line.get_color(), label=f"{split} (mean of 25 steps)")
+                else:
+                    ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, label=split)
             ax.set_xlabel("step")
             ax.set_ylabel(metric)
             ax.legend()
