@@ -6,8 +6,10 @@ Measures, through HTTP with the official ``openai`` client against a live server
   - latency of a cache miss (the adapter is generated) versus a hit, for ``POST /v1/adapters`` and
     for a 1-token chat request with ``"model": "t2l:<description>"``.
 
-Uses the shipped generator when there is one, else a fresh ``TextToLoRA.init(base)`` with random
-heads (adapters are non-zero; speed does not depend on training).
+By default the adapters come from a fresh ``TextToLoRA.init(base)`` with random heads: speed does not
+depend on training, but answer length does, and the shipped generator's adapters make the model
+answer in a token or two (it learned short answers), which would measure prefill, not decoding.
+``--generator shipped`` uses the shipped one.
 Usage: python bench/serve.py [--rounds 3] [--max-tokens 32] [--misses 8]
 """
 
@@ -36,13 +38,12 @@ QUESTIONS = ["What is 12 + 7?", "Name a primary color.", "Is the sky green?", "G
              "What is water made of?"]
 
 
-def _generator(base):
+def _generator(base, kind: str):
     import torch
 
     from text2lora import TextToLoRA
-    from text2lora.generator import DEFAULT_GENERATOR_DIR
 
-    if (DEFAULT_GENERATOR_DIR / "config.json").is_file():
+    if kind == "shipped":
         return TextToLoRA.from_pretrained(base=base), "shipped"
     gen = TextToLoRA.init(base)
     g = torch.Generator().manual_seed(0)
@@ -74,6 +75,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="requests per client thread per mode")
     ap.add_argument("--max-tokens", type=int, default=32, help="max_tokens per request")
+    ap.add_argument("--generator", choices=["random", "shipped"], default="random",
+                    help="adapters from random heads (long answers; default) or the shipped generator")
     ap.add_argument("--misses", type=int, default=8, help="new descriptions for the miss/hit latency")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="base model")
     ap.add_argument("--batch-wait-ms", type=float, default=10.0, help="the server's batching window")
@@ -93,7 +96,7 @@ def main() -> int:
     from text2lora.serve.server import ServerThread, create_app
 
     base = load_base(args.base)
-    gen, gen_kind = _generator(base)
+    gen, gen_kind = _generator(base, args.generator)
     engine = Engine(base, gen, EngineConfig(max_batch=8, batch_wait_ms=args.batch_wait_ms))
     with ServerThread(create_app(engine)) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=600)
