@@ -79,7 +79,7 @@ def main() -> int:
                     help="adapters from random heads (long answers; default) or the shipped generator")
     ap.add_argument("--misses", type=int, default=8, help="new descriptions for the miss/hit latency")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="base model")
-    ap.add_argument("--batch-wait-ms", type=float, default=10.0, help="the server's batching window")
+    ap.add_argument("--batch-wait-ms", type=float, default=25.0, help="the server's batching window")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 avoids OpenMP thrashing when other processes share the cores)")
     args = ap.parse_args()

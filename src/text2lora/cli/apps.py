@@ -66,7 +66,7 @@ def _common(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 helps when other processes share the cores)")
     p.add_argument("--max-batch", type=int, default=16, help="most requests in one forward pass")
-    p.add_argument("--batch-wait-ms", type=float, default=10.0,
+    p.add_argument("--batch-wait-ms", type=float, default=25.0,
                    help="how long a request waits for others to share its batch")
     p.add_argument("--cache-size", type=int, default=64, help="adapters kept in memory (LRU)")
     p.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")

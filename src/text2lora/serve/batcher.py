@@ -160,7 +160,7 @@ class Batcher:
             model, e.g. a ``base-lm`` description encoder).
     """
 
-    def __init__(self, base: BaseModel, max_batch: int = 16, wait_ms: float = 10.0,
+    def __init__(self, base: BaseModel, max_batch: int = 16, wait_ms: float = 25.0,
                  lock: threading.Lock | None = None):
         self.base, self.max_batch, self.wait_s = base, max_batch, wait_ms / 1000.0
         self.lock = lock or threading.Lock()

@@ -22,8 +22,8 @@ class EngineConfig:
 
     max_batch: int = 16
     """most requests in one forward pass (--max-batch)."""
-    batch_wait_ms: float = 10.0
-    """after a request arrives, how long to wait for others to batch with it (--batch-wait-ms)."""
+    batch_wait_ms: float = 25.0
+    """how long to wait for another request to batch with the ones gathered (debounced; at most 4x after the first) (--batch-wait-ms)."""
     cache_size: int = 64
     """adapters kept in memory, least recently used dropped first (--cache-size)."""
     adapter_dir: str | None = None
