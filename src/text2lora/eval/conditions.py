@@ -48,8 +48,9 @@ CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
     "t2l-random": ("zero_shot", "random_strings", "generator, random strings"),
     "hyperdecoders": ("zero_shot", "input", "per-input generator: an adapter per example from its input"),
 }
-_NEEDS_PATH = {"adapter", "t2l", "t2l-train", "t2l-other", "t2l-random", "hyperdecoders"}
 _DEFAULTS_TO_SHIPPED = {"t2l", "t2l-train", "t2l-other", "t2l-random"}
+"""Generator kinds whose path may be left out: it is then the shipped generator."""
+_NEEDS_PATH = {"adapter", "hyperdecoders"} | _DEFAULTS_TO_SHIPPED
 _DEFAULT_LABELS = {"base": "base", "icl": "base + ICL", "description": "base + description",
                    "t2l": "T2L", "t2l-train": "T2L (train descriptions)", "t2l-other": "T2L (other tasks)",
                    "t2l-random": "T2L (random strings)", "hyperdecoders": "Hyperdecoders"}
@@ -92,7 +93,7 @@ def parse_condition(text: str) -> Condition:
     kind = kind.strip().lower().replace("_", "-")
     if kind not in CONDITION_KINDS:
         raise ConfigError(f"unknown condition {kind!r}; valid conditions: {_valid()}")
-    if kind in _NEEDS_PATH and not path and kind not in _DEFAULTS_TO_SHIPPED:
+    if kind in _NEEDS_PATH - _DEFAULTS_TO_SHIPPED and not path:
         raise ConfigError(f"condition {kind!r} needs a path: {kind}:PATH")
     if kind not in _NEEDS_PATH and path:
         raise ConfigError(f"condition {kind!r} takes no path (got {path!r})")
