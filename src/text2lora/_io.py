@@ -17,7 +17,11 @@ from typing import Any, Iterator
 
 from .errors import OutputExistsError
 
-__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json"]
+__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "STOP_FILE"]
+
+#: A file that, once it exists in a training run's directory, stops training after the current step (with a
+#: checkpoint). Training polls it; ``t2l watch --patience`` writes it.
+STOP_FILE = "STOP"
 
 
 def cache_dir(*parts: str) -> Path:

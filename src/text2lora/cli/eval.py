@@ -12,6 +12,7 @@ def _csv(text: str) -> list[str]:
 
 def register(subparsers) -> None:
     """Add the ``eval``, ``watch`` and ``map`` commands."""
+    from .._io import STOP_FILE
     from ..eval.conditions import CONDITION_KINDS
 
     kinds = "; ".join(f"{k}: {v[2]}" for k, v in CONDITION_KINDS.items())
@@ -68,7 +69,7 @@ def register(subparsers) -> None:
     w.add_argument("--interval", type=float, default=60.0, help="seconds between scans (default 60)")
     w.add_argument("--patience", type=int, default=None, help="checkpoints without improvement before STOP")
     w.add_argument("--min-delta", type=float, default=0.0, help="improvement that counts (points, default 0)")
-    w.add_argument("--stop-file", default="STOP", help="early-stop signal file under RUN_DIR (default STOP)")
+    w.add_argument("--stop-file", default=STOP_FILE, help=f"early-stop signal file under RUN_DIR (default {STOP_FILE})")
     w.add_argument("--once", action="store_true", help="evaluate the checkpoints present now, then exit")
     w.add_argument("--idle-timeout", type=float, default=None, help="exit after this long without a new checkpoint")
     w.add_argument("--base", default=None, help="base model (default: the one in the checkpoints' config)")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .._io import atomic_dir, atomic_write_json, read_json
+from .._io import STOP_FILE, atomic_dir, atomic_write_json, read_json
 from ..base import BaseModel
 from ..data import TaskRecord
 from ..errors import ConfigError
@@ -59,7 +59,7 @@ class WatchConfig:
     """Stop after this many evaluated checkpoints without improvement (``None``: never)."""
     min_delta: float = 0.0
     """Improvement (percentage points of the average) that counts."""
-    stop_file: str = "STOP"
+    stop_file: str = STOP_FILE
     """File written under ``run_dir`` to signal early stopping."""
     once: bool = False
     """Evaluate the checkpoints present now, then return."""

@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor, nn
 
+from .._io import STOP_FILE
 from ..errors import CheckpointError, T2LError
 from .config import TrainConfig
 from .run import RunDir
@@ -89,11 +90,6 @@ class GeneratorJob:
         if missing or unexpected:
             raise CheckpointError(f"checkpoint does not match this generator (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]}); resume with the recipe that started the run")
-
-
-#: A file that, once it exists in the run directory, stops training after the current step (with a
-#: checkpoint); ``t2l watch --patience`` writes it.
-STOP_FILE = "STOP"
 
 
 @dataclass
