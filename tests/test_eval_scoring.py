@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_base, random_adapter
-from text2lora.eval.scoring import encode_mc, generate, score_choices
+from text2lora.eval.scoring import MIN_SHARED_PREFIX, common_prefix, encode_mc, generate, score_choices
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,36 @@ def test_shared_context_equals_full_sequence_scoring(base):
     assert abs(shared[1][0] - ref) < 1e-4
 
 
+def test_common_prefix():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # every row keeps a token of its own
+    assert common_prefix([[1, 2, 3]]) == 0 and common_prefix([[1], [1]]) == 0
+
+
+@pytest.mark.parametrize("shared_adapter", [False, True])
+def test_shared_prompt_prefix_runs_once_and_scores_exactly(base, shared_adapter):
+    # ICL-like prompts: a long common prefix (template + shots), then each item's own question; one
+    # context is the prefix of another (the shortest one keeps one token of its own)
+    tok = base.tokenizer
+    shots = [{"role": "user", "content": "Shot question about apples and pears."},
+             {"role": "assistant", "content": "pears"}] * 3
+    items = []
+    for i in range(5):
+        ctx = tok.apply_chat_template(shots + [{"role": "user", "content": f"Now {i}: pick one" + "!" * i}],
+                                      tokenize=False, add_generation_prompt=True)
+        items.append(encode_mc(tok, ctx, [" apples", " pears and plums", "x" * (i + 1)]))
+    items.append(encode_mc(tok, tok.decode(items[0].context[:40]), [" a", " b"]))
+    assert common_prefix([it.context for it in items]) >= MIN_SHARED_PREFIX
+    ad = random_adapter(base.spec, seed=31) if shared_adapter else None
+    adapters = [ad] * len(items)
+    shared = score_choices(base, items, adapters, batch_size=6, shared_context=True)
+    full = score_choices(base, items, adapters, batch_size=6, shared_context=False)
+    alone = [score_choices(base, [it], [ad], batch_size=1)[0] for it in items]
+    for s, f, a in zip(shared, full, alone):
+        assert torch.allclose(torch.tensor(s), torch.tensor(f), atol=1e-4)
+        assert torch.allclose(torch.tensor(s), torch.tensor(a), atol=1e-4)
+
+
 def test_generation_with_per_row_adapters_equals_one_at_a_time(base):
     tok = base.tokenizer
     prompts = [tok.apply_chat_template([{"role": "user", "content": "Say %d things. " % i * (i + 1)}], tokenize=False,
@@ -71,6 +101,20 @@ def test_generation_with_per_row_adapters_equals_one_at_a_time(base):
     # a stop rule ends a row early
     stopped = generate(base, prompts[:1], None, max_new_tokens=10, stop=lambda s: len(s) >= 1)
     assert 0 < len(stopped[0]) <= len(alone[1])
+
+
+def test_generation_from_a_shared_prompt_prefix_equals_one_at_a_time(base):
+    tok = base.tokenizer
+    shots = [{"role": "user", "content": "Count to three."}, {"role": "assistant", "content": "one two three"}] * 2
+    prompts = [tok.apply_chat_template(shots + [{"role": "user", "content": "Say %d things. " % i * (i + 1)}],
+                                       tokenize=False, add_generation_prompt=True) for i in range(4)]
+    assert common_prefix([tok(p, add_special_tokens=False)["input_ids"] for p in prompts]) >= MIN_SHARED_PREFIX
+    ad = random_adapter(base.spec, seed=40, scale=0.6)
+    for adapters in ([None] * 4, [ad] * 4):
+        batched = generate(base, prompts, adapters, max_new_tokens=10, batch_size=4)
+        alone = [generate(base, [p], [a], max_new_tokens=10)[0] for p, a in zip(prompts, adapters)]
+        assert batched == alone
+    assert len(set(batched)) > 1  # under the adapter the rows really differ (the tiny base alone says "\n" to all)
 
 
 def test_length_mismatch_is_an_error(base):

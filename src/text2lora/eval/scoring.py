@@ -5,8 +5,12 @@
   ``shared_context=True`` (default) each item's context runs once, its KV cache is expanded to the
   item's choices, and only the choice tokens run again: exact (same tokens, same positions), and
   about ``n_choices`` times less context compute than scoring every context + choice sequence.
+  When every row of a batch runs under the same adapter (or none: the prompting baselines), the
+  token prefix the contexts share (chat template, in-context shots, description) also runs once
+  and its KV cache is expanded to the batch (:func:`common_prefix`).
 - :func:`generate`: KV-cached greedy decoding (``model.generate``) with left padding and per-row
-  adapters; the injection hooks stay active for every decoding step.
+  adapters; the injection hooks stay active for every decoding step. A shared prompt prefix is
+  prefilled once, as for scoring.
 
 Context and choice are tokenized separately and concatenated (the chat prompt ends with the opened
 assistant turn, so the choice starts a fresh token), which makes the shared-context and the
@@ -26,7 +30,10 @@ from ..adapter import AdapterBatch, LoRAAdapter
 from ..base import BaseModel, lm_parts
 from ..inject import apply_adapters
 
-__all__ = ["MCItem", "adapters_applied", "encode_mc", "score_choices", "generate"]
+__all__ = ["MCItem", "adapters_applied", "common_prefix", "encode_mc", "score_choices", "generate"]
+
+#: Shortest shared token prefix worth a separate forward pass (shorter ones just run with each row).
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass
@@ -110,22 +117,58 @@ def _sum_by_row(values: Tensor, lengths: list[int]) -> list[float]:
     return [float(v.sum()) for v in torch.split(values.double(), lengths)]
 
 
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all ``seqs`` share, leaving every sequence at least one token of its own."""
+    if len(seqs) < 2:
+        return 0
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for k in range(max(n, 0)):
+        t = first[k]
+        if any(s[k] != t for s in seqs):
+            return k
+    return max(n, 0)
+
+
+def _run_contexts(base: BaseModel, body, contexts: list[list[int]], stacked, pad: int):
+    """Run the contexts (left-padded) with a KV cache; returns (hidden states, cache, attention mask).
+
+    With one adapter for all rows, a shared prefix of at least :data:`MIN_SHARED_PREFIX` tokens runs
+    once and its cache is repeated over the rows; the mask is then ``[prefix | padding | suffix]``
+    and positions follow the mask, so every token sees what it would see alone.
+    """
+    dev = base.device
+    p = 0 if isinstance(stacked, AdapterBatch) else common_prefix(contexts)
+    if p < MIN_SHARED_PREFIX:
+        ids, mask = _pad(contexts, pad, left=True)
+        ids, mask = ids.to(dev), mask.to(dev)
+        with adapters_applied(base, stacked):
+            out = body(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+        return out.last_hidden_state, out.past_key_values, mask
+    prefix = torch.tensor([contexts[0][:p]], device=dev)
+    ids, smask = _pad([c[p:] for c in contexts], pad, left=True)
+    ids, smask = ids.to(dev), smask.to(dev)
+    mask = torch.cat([torch.ones(len(contexts), p, dtype=smask.dtype, device=dev), smask], dim=1)
+    with adapters_applied(base, stacked):
+        cache = body(input_ids=prefix, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(contexts))
+        out = body(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:], past_key_values=cache,
+                   use_cache=True)
+    return out.last_hidden_state, out.past_key_values, mask
+
+
 @torch.inference_mode()
 def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[float]]:
     dev, pad = base.device, base.tokenizer.pad_token_id or 0
     body, _ = lm_parts(base.model)
-    ids, mask = _pad([it.context for it in items], pad, left=True)
-    ids, mask = ids.to(dev), mask.to(dev)
     row_item = [i for i, it in enumerate(items) for _ in it.choices]
     conts = [c for it in items for c in it.choices]
     idx = torch.tensor(row_item, device=dev)
     cids, cmask = _pad(conts, pad, left=False)
     cids, cmask = cids.to(dev), cmask.to(dev)
     expanded = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
-    with adapters_applied(base, stacked):
-        out = body(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
-    last = out.last_hidden_state[:, -1].index_select(0, idx)  # predicts choice token 0 of each row
-    cache = out.past_key_values
+    hidden, cache, mask = _run_contexts(base, body, [it.context for it in items], stacked, pad)
+    last = hidden[:, -1].index_select(0, idx)  # predicts choice token 0 of each row
     cache.batch_select_indices(idx)
     full_mask = torch.cat([mask.index_select(0, idx), cmask], dim=1)
     pos = mask.sum(-1).index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
@@ -211,6 +254,27 @@ def _criteria(tok, prompt_len: int, stop: Callable[[str], bool] | None):
     return StoppingCriteriaList([_Stop()])
 
 
+def _prefill_prefix(base: BaseModel, enc: list[list[int]], stacked, pad: int):
+    """Prompt ids and mask for ``generate``, plus the KV cache of a shared prompt prefix (or ``None``).
+
+    Like :func:`_run_contexts`: with one adapter for all rows and a shared prefix of at least
+    :data:`MIN_SHARED_PREFIX` tokens, the prefix runs once; ``generate`` then continues from its
+    cache with the ``[prefix | padding | suffix]`` layout (positions follow the mask).
+    """
+    dev = base.device
+    p = 0 if isinstance(stacked, AdapterBatch) else common_prefix(enc)
+    if p < MIN_SHARED_PREFIX:
+        ids, mask = _pad(enc, pad, left=True)
+        return ids.to(dev), mask.to(dev), None
+    body, _ = lm_parts(base.model)
+    cache = body(input_ids=torch.tensor([enc[0][:p]], device=dev), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(enc))
+    sids, smask = _pad([e[p:] for e in enc], pad, left=True)
+    ids = torch.cat([torch.tensor([enc[0][:p]] * len(enc)), sids], dim=1).to(dev)
+    mask = torch.cat([torch.ones(len(enc), p, dtype=smask.dtype), smask], dim=1).to(dev)
+    return ids, mask, cache
+
+
 @torch.inference_mode()
 def generate(base: BaseModel, prompts: Sequence[str], adapters: Sequence[LoRAAdapter | None] | None = None,
              max_new_tokens: int = 256, batch_size: int = 8, stop: Callable[[str], bool] | None = None,
@@ -231,12 +295,12 @@ def generate(base: BaseModel, prompts: Sequence[str], adapters: Sequence[LoRAAda
     out: list[str] = []
     for s in range(0, len(prompts), batch_size):
         enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[s: s + batch_size]]
-        ids, mask = _pad(enc, pad, left=True)
-        ids, mask = ids.to(base.device), mask.to(base.device)
-        with adapters_applied(base, _stack(base, adapters[s: s + batch_size])):
-            gen = base.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
-                                      pad_token_id=pad, eos_token_id=eos,
+        stacked = _stack(base, adapters[s: s + batch_size])
+        with adapters_applied(base, stacked):
+            ids, mask, cache = _prefill_prefix(base, enc, stacked, pad)
+            gen = base.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                      max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None,
+                                      top_p=None, top_k=None, pad_token_id=pad, eos_token_id=eos,
                                       stopping_criteria=_criteria(tok, ids.shape[1], stop))
         for row in gen[:, ids.shape[1]:].tolist():
             cut = next((i for i, t in enumerate(row) if t in eos), len(row))
