@@ -50,6 +50,7 @@ def main() -> int:
 
     from text2lora import LoRAAdapter, load_base
     from text2lora.data import format_prompt, get_task
+    from text2lora.eval import scoring
     from text2lora.eval.scoring import encode_mc, score_choices
 
     base = load_base()
@@ -104,6 +105,17 @@ def main() -> int:
         t_full, s_full = timed(full)
         t_one_shared, _ = timed(lambda: one_at_a_time(True))
         t_one, s_one = timed(lambda: one_at_a_time(False))
+
+        icl = [encode_mc(base.tokenizer, format_prompt(e, base.tokenizer, "icl", task=task), e.choices) for e in exs]
+        prefix = scoring.common_prefix([it.context for it in icl])
+        min_prefix = scoring.MIN_SHARED_PREFIX
+        t_prefix, s_prefix = timed(lambda: score_choices(base, icl, None, batch_size=n))
+        scoring.MIN_SHARED_PREFIX = 10 ** 9  # never share the prompt prefix
+        t_noprefix, s_noprefix = timed(lambda: score_choices(base, icl, None, batch_size=n))
+        scoring.MIN_SHARED_PREFIX = min_prefix
+        diff_prefix = max(abs(a - b) for x, y in zip(s_prefix, s_noprefix) for a, b in zip(x, y))
+        icl_ctx = sum(len(it.context) for it in icl) / n
+
         from peft import PeftModel
 
         peft_model = PeftModel.from_pretrained(base.model, dirs[0], adapter_name="warm")
@@ -132,12 +144,18 @@ def main() -> int:
           f"{t_peft / t_batched:.1f}x; batching alone (both with shared context): {t_one_shared / t_batched:.1f}x; "
           f"shared-context speed-up over full sequences: {t_full / t_batched:.2f}x; max |log-lik difference|: "
           f"{diff:.2e} (vs one-at-a-time), {diff_full:.2e} (vs full sequences), {diff_peft:.2e} (vs PEFT)")
+    print(f"3-shot ICL prompts (mean context {icl_ctx:.0f} tokens, shared prefix {prefix}): prefix once "
+          f"{t_prefix:.2f} s, every context in full {t_noprefix:.2f} s: {t_noprefix / t_prefix:.2f}x "
+          f"(max |difference| {diff_prefix:.2e})")
     write_json("eval", {"base": base.spec.name, "examples": n, "choices": choices, "mean_context_tokens": ctx,
                         "repeat": args.repeat, "rows": rows, "speedup_batched_vs_one": t_one / t_batched,
                         "speedup_batched_vs_peft": t_peft / t_batched,
                         "speedup_batching_only": t_one_shared / t_batched, "max_abs_diff_vs_peft": diff_peft,
                         "speedup_shared_context": t_full / t_batched, "max_abs_diff_vs_one": diff,
-                        "max_abs_diff_vs_full": diff_full})
+                        "max_abs_diff_vs_full": diff_full,
+                        "icl": {"mean_context_tokens": icl_ctx, "shared_prefix_tokens": prefix,
+                                "seconds_prefix_once": t_prefix, "seconds_no_prefix": t_noprefix,
+                                "speedup_prompt_prefix": t_noprefix / t_prefix, "max_abs_diff": diff_prefix}})
     return 0
 
 
