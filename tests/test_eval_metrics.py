@@ -76,6 +76,28 @@ def test_mbpp_pass_at_1():
     assert [r.passed for r in res] == [True, False]
 
 
+def _reference_solutions(name: str, sample: int | None):
+    from text2lora.data import get_task
+
+    exs = get_task(name).splits["test"]
+    always = {"HumanEval/53", 367}  # tests that `import random` (os.register_at_fork); setup code using the solution
+    if sample is not None:
+        exs = [e for i, e in enumerate(exs) if i % (len(exs) // sample) == 0 or e.meta["task_id"] in always]
+    return exs
+
+
+@pytest.mark.parametrize("name,sample", [
+    ("humaneval", 30), ("mbpp", 30),
+    pytest.param("humaneval", None, marks=pytest.mark.slow), pytest.param("mbpp", None, marks=pytest.mark.slow),
+])
+def test_reference_solutions_pass_in_the_sandbox(name, sample):
+    """The benchmarks' own solutions pass: neither the sandbox nor the program assembly rejects correct code."""
+    exs = _reference_solutions(name, sample)
+    res = run_many([metrics.code_program(f"```python\n{e.response}\n```", e) for e in exs], timeout=20)
+    failed = [(e.meta["task_id"], r.status, r.stderr[-200:]) for e, r in zip(exs, res) if not r.passed]
+    assert not failed, failed
+
+
 # ----------------------------------------------------------------------------- sandbox containment
 
 def test_sandbox_contains_hostile_programs_and_goes_on(tmp_path):

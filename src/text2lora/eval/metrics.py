@@ -137,11 +137,15 @@ def humaneval_program(completion: str, example: Example) -> str:
 
 
 def mbpp_program(completion: str, example: Example) -> str:
-    """A program that exits 0 iff the completion passes every assertion of the MBPP problem."""
+    """A program that exits 0 iff the completion passes every assertion of the MBPP problem.
+
+    The problem's setup code runs after the solution, before the tests (MBPP 367's setup builds its
+    test trees with the ``Node`` class the solution defines).
+    """
     code = extract_code(completion)
     setup = example.meta.get("test_setup_code") or ""
     tests = "\n".join(example.meta.get("test_list") or [])
-    return f"{setup}\n{code}\n\n{tests}\n"
+    return f"{code}\n\n{setup}\n{tests}\n"
 
 
 def code_program(completion: str, example: Example) -> str:

@@ -80,8 +80,7 @@ for _n in ("remove", "unlink", "rmdir", "rename", "replace", "mkdir", "makedirs"
         setattr(os, _n, _path_guard(getattr(os, _n)))
 for _n in ("fork", "forkpty", "system", "popen", "execv", "execve", "execl", "execle", "execlp", "execlpe",
            "execvp", "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp",
-           "spawnvpe", "posix_spawn", "posix_spawnp", "kill", "killpg", "setuid", "chroot", "chdir", "fchdir",
-           "register_at_fork"):
+           "spawnvpe", "posix_spawn", "posix_spawnp", "kill", "killpg", "setuid", "chroot", "chdir", "fchdir"):
     if hasattr(os, _n):
         setattr(os, _n, _denied)
 subprocess.Popen = _denied
