@@ -103,6 +103,31 @@ def test_generation_with_per_row_adapters_equals_one_at_a_time(base):
     assert 0 < len(stopped[0]) <= len(alone[1])
 
 
+def test_generation_equals_transformers_greedy_generate(base):
+    """Rows that finish leave the batch; what each row generates is what ``model.generate`` gives it."""
+    tok = base.tokenizer
+    prompts = [tok.apply_chat_template([{"role": "user", "content": "Tell me %d. " % i * (i + 1)}], tokenize=False,
+                                       add_generation_prompt=True) for i in range(5)]
+    ad = random_adapter(base.spec, seed=50, scale=0.6)
+    eos = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    ours = generate(base, prompts, [ad] * 5, max_new_tokens=12, batch_size=5)
+    ref = []
+    from text2lora import apply_adapters
+
+    for p in prompts:
+        ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad(), apply_adapters(base.model, ad, base.spec):
+            row = base.model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=eos,
+                                      pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        ref.append(tok.decode([t for t in row[: next((i for i, t in enumerate(row) if t in eos), len(row))]],
+                              skip_special_tokens=True))
+    assert ours == ref
+    # rows of very different lengths in one batch: a stop rule ends some early, the rest go on
+    lengths = [len(o) for o in generate(base, prompts, [ad] * 5, max_new_tokens=12, batch_size=5,
+                                        stop=lambda s: len(s) >= 3 and s.count(" ") >= 1)]
+    assert min(lengths) < max(len(o) for o in ours)
+
+
 def test_generation_from_a_shared_prompt_prefix_equals_one_at_a_time(base):
     tok = base.tokenizer
     shots = [{"role": "user", "content": "Count to three."}, {"role": "assistant", "content": "one two three"}] * 2

@@ -8,9 +8,9 @@
   When every row of a batch runs under the same adapter (or none: the prompting baselines), the
   token prefix the contexts share (chat template, in-context shots, description) also runs once
   and its KV cache is expanded to the batch (:func:`common_prefix`).
-- :func:`generate`: KV-cached greedy decoding (``model.generate``) with left padding and per-row
-  adapters; the injection hooks stay active for every decoding step. A shared prompt prefix is
-  prefilled once, as for scoring.
+- :func:`generate`: KV-cached greedy decoding with left padding and per-row adapters; rows leave
+  the batch (and its KV cache) as soon as they finish, so a batch costs what its live rows cost. A
+  shared prompt prefix is prefilled once, as for scoring.
 
 Context and choice are tokenized separately and concatenated (the chat prompt ends with the opened
 assistant turn, so the choice starts a fresh token), which makes the shared-context and the
@@ -240,20 +240,6 @@ def score_choices(base: BaseModel, items: Sequence[MCItem], adapters: Sequence[L
     return out
 
 
-def _criteria(tok, prompt_len: int, stop: Callable[[str], bool] | None):
-    if stop is None:
-        return None
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class _Stop(StoppingCriteria):
-        def __call__(self, input_ids: Tensor, scores, **kwargs) -> Tensor:
-            rows = input_ids[:, prompt_len:].tolist()
-            return torch.tensor([stop(tok.decode(r, skip_special_tokens=True)) for r in rows],
-                                dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([_Stop()])
-
-
 def _prefill_prefix(base: BaseModel, enc: list[list[int]], stacked, pad: int):
     """Prompt ids and mask for ``generate``, plus the KV cache of a shared prompt prefix (or ``None``).
 
@@ -273,6 +259,49 @@ def _prefill_prefix(base: BaseModel, enc: list[list[int]], stacked, pad: int):
     ids = torch.cat([torch.tensor([enc[0][:p]] * len(enc)), sids], dim=1).to(dev)
     mask = torch.cat([torch.ones(len(enc), p, dtype=smask.dtype), smask], dim=1).to(dev)
     return ids, mask, cache
+
+
+@torch.inference_mode()
+def _greedy(base: BaseModel, ids: Tensor, mask: Tensor, cache, stacked, max_new_tokens: int, eos: set[int],
+            stop: Callable[[list[int]], bool] | None) -> list[list[int]]:
+    """Greedy decoding that drops finished rows from the batch (and from the KV cache and adapters).
+
+    ``cache`` may already hold a prefix of ``ids`` (:func:`_prefill_prefix`). Returns each row's new
+    tokens up to, not including, its end-of-sequence token. On a CPU a step costs in proportion to
+    the rows still running, so one long answer no longer keeps a whole batch of finished rows busy.
+    """
+    body, head = lm_parts(base.model)
+    done = 0 if cache is None else cache.get_seq_length()
+    pos = _positions(mask)
+    with adapters_applied(base, stacked):
+        h = body(input_ids=ids[:, done:], attention_mask=mask, position_ids=pos[:, done:], past_key_values=cache,
+                 use_cache=True)
+    cache, nxt, last = h.past_key_values, head(h.last_hidden_state[:, -1]).argmax(-1), pos[:, -1]
+    live = list(range(ids.shape[0]))  # original row of each batch row
+    out: list[list[int]] = [[] for _ in live]
+    for step in range(max_new_tokens):
+        keep = []
+        for b, (r, t) in enumerate(zip(live, nxt.tolist())):
+            if t in eos:
+                continue
+            out[r].append(t)
+            if step + 1 < max_new_tokens and not (stop and stop(out[r])):
+                keep.append(b)
+        if not keep:
+            break
+        if len(keep) < len(live):
+            idx = torch.tensor(keep, device=ids.device)
+            cache.batch_select_indices(idx)
+            mask, nxt, last = mask.index_select(0, idx), nxt.index_select(0, idx), last.index_select(0, idx)
+            stacked = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
+            live = [live[b] for b in keep]
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        last = last + 1
+        with adapters_applied(base, stacked):
+            h = body(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None], past_key_values=cache,
+                     use_cache=True)
+        cache, nxt = h.past_key_values, head(h.last_hidden_state[:, -1]).argmax(-1)
+    return out
 
 
 @torch.inference_mode()
@@ -298,13 +327,9 @@ def generate(base: BaseModel, prompts: Sequence[str], adapters: Sequence[LoRAAda
         stacked = _stack(base, adapters[s: s + batch_size])
         with adapters_applied(base, stacked):
             ids, mask, cache = _prefill_prefix(base, enc, stacked, pad)
-            gen = base.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
-                                      max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None,
-                                      top_p=None, top_k=None, pad_token_id=pad, eos_token_id=eos,
-                                      stopping_criteria=_criteria(tok, ids.shape[1], stop))
-        for row in gen[:, ids.shape[1]:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in eos), len(row))
-            out.append(tok.decode(row[:cut], skip_special_tokens=True))
+        rows = _greedy(base, ids, mask, cache, stacked, max_new_tokens, set(eos),
+                       None if stop is None else lambda r: stop(tok.decode(r, skip_special_tokens=True)))
+        out.extend(tok.decode(r, skip_special_tokens=True) for r in rows)
         if progress:
             progress(len(enc))
     return out
