@@ -131,7 +131,7 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def _run_contexts(base: BaseModel, body, contexts: list[list[int]], stacked, pad: int):
-    """Run the contexts (left-padded) with a KV cache; returns (hidden states, cache, attention mask).
+    """Run left-padded contexts with a KV cache; returns (hidden states, cache, attention mask).
 
     With one adapter for all rows, a shared prefix of at least :data:`MIN_SHARED_PREFIX` tokens runs
     once and its cache is repeated over the rows; the mask is then ``[prefix | padding | suffix]``
@@ -139,19 +139,15 @@ def _run_contexts(base: BaseModel, body, contexts: list[list[int]], stacked, pad
     """
     dev = base.device
     p = 0 if isinstance(stacked, AdapterBatch) else common_prefix(contexts)
-    if p < MIN_SHARED_PREFIX:
-        ids, mask = _pad(contexts, pad, left=True)
-        ids, mask = ids.to(dev), mask.to(dev)
-        with adapters_applied(base, stacked):
-            out = body(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
-        return out.last_hidden_state, out.past_key_values, mask
-    prefix = torch.tensor([contexts[0][:p]], device=dev)
+    p = p if p >= MIN_SHARED_PREFIX else 0
     ids, smask = _pad([c[p:] for c in contexts], pad, left=True)
     ids, smask = ids.to(dev), smask.to(dev)
-    mask = torch.cat([torch.ones(len(contexts), p, dtype=smask.dtype, device=dev), smask], dim=1)
+    mask = torch.cat([smask.new_ones(len(contexts), p), smask], dim=1)
+    cache = None
     with adapters_applied(base, stacked):
-        cache = body(input_ids=prefix, use_cache=True).past_key_values
-        cache.batch_repeat_interleave(len(contexts))
+        if p:
+            cache = body(input_ids=torch.tensor([contexts[0][:p]], device=dev), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(contexts))
         out = body(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:], past_key_values=cache,
                    use_cache=True)
     return out.last_hidden_state, out.past_key_values, mask
@@ -240,67 +236,46 @@ def score_choices(base: BaseModel, items: Sequence[MCItem], adapters: Sequence[L
     return out
 
 
-def _prefill_prefix(base: BaseModel, enc: list[list[int]], stacked, pad: int):
-    """Prompt ids and mask for ``generate``, plus the KV cache of a shared prompt prefix (or ``None``).
-
-    Like :func:`_run_contexts`: with one adapter for all rows and a shared prefix of at least
-    :data:`MIN_SHARED_PREFIX` tokens, the prefix runs once; ``generate`` then continues from its
-    cache with the ``[prefix | padding | suffix]`` layout (positions follow the mask).
-    """
-    dev = base.device
-    p = 0 if isinstance(stacked, AdapterBatch) else common_prefix(enc)
-    if p < MIN_SHARED_PREFIX:
-        ids, mask = _pad(enc, pad, left=True)
-        return ids.to(dev), mask.to(dev), None
-    body, _ = lm_parts(base.model)
-    cache = body(input_ids=torch.tensor([enc[0][:p]], device=dev), use_cache=True).past_key_values
-    cache.batch_repeat_interleave(len(enc))
-    sids, smask = _pad([e[p:] for e in enc], pad, left=True)
-    ids = torch.cat([torch.tensor([enc[0][:p]] * len(enc)), sids], dim=1).to(dev)
-    mask = torch.cat([torch.ones(len(enc), p, dtype=smask.dtype), smask], dim=1).to(dev)
-    return ids, mask, cache
-
-
 @torch.inference_mode()
-def _greedy(base: BaseModel, ids: Tensor, mask: Tensor, cache, stacked, max_new_tokens: int, eos: set[int],
+def _greedy(base: BaseModel, prompts: list[list[int]], stacked, pad: int, max_new_tokens: int, eos: set[int],
             stop: Callable[[list[int]], bool] | None) -> list[list[int]]:
     """Greedy decoding that drops finished rows from the batch (and from the KV cache and adapters).
 
-    ``cache`` may already hold a prefix of ``ids`` (:func:`_prefill_prefix`). Returns each row's new
-    tokens up to, not including, its end-of-sequence token. On a CPU a step costs in proportion to
-    the rows still running, so one long answer no longer keeps a whole batch of finished rows busy.
+    The prompts are prefilled like multiple-choice contexts (:func:`_run_contexts`). Returns each
+    row's new tokens up to, not including, its end-of-sequence token. Finished rows stop costing
+    compute, so one long answer no longer keeps a whole batch of finished rows busy.
     """
     body, head = lm_parts(base.model)
-    done = 0 if cache is None else cache.get_seq_length()
-    pos = _positions(mask)
-    with adapters_applied(base, stacked):
-        h = body(input_ids=ids[:, done:], attention_mask=mask, position_ids=pos[:, done:], past_key_values=cache,
-                 use_cache=True)
-    cache, nxt, last = h.past_key_values, head(h.last_hidden_state[:, -1]).argmax(-1), pos[:, -1]
-    live = list(range(ids.shape[0]))  # original row of each batch row
+    h, cache, mask = _run_contexts(base, body, prompts, stacked, pad)
+    nxt, last = head(h[:, -1]).argmax(-1), _positions(mask)[:, -1]
+    live = list(range(len(prompts)))  # original row of each batch row
     out: list[list[int]] = [[] for _ in live]
-    for step in range(max_new_tokens):
-        keep = []
-        for b, (r, t) in enumerate(zip(live, nxt.tolist())):
-            if t in eos:
-                continue
-            out[r].append(t)
-            if step + 1 < max_new_tokens and not (stop and stop(out[r])):
-                keep.append(b)
-        if not keep:
-            break
-        if len(keep) < len(live):
-            idx = torch.tensor(keep, device=ids.device)
-            cache.batch_select_indices(idx)
-            mask, nxt, last = mask.index_select(0, idx), nxt.index_select(0, idx), last.index_select(0, idx)
-            stacked = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
-            live = [live[b] for b in keep]
-        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        last = last + 1
-        with adapters_applied(base, stacked):
+    with contextlib.ExitStack() as hooks:
+        hooks.enter_context(adapters_applied(base, stacked))
+        for step in range(max_new_tokens):
+            keep = []
+            for b, (r, t) in enumerate(zip(live, nxt.tolist())):
+                if t in eos:
+                    continue
+                out[r].append(t)
+                if step + 1 < max_new_tokens and not (stop and stop(out[r])):
+                    keep.append(b)
+            if not keep:
+                break
+            if len(keep) < len(live):  # drop finished rows; the hooks are re-made for the smaller batch
+                idx = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(idx)
+                mask, nxt, last = mask.index_select(0, idx), nxt.index_select(0, idx), last.index_select(0, idx)
+                live = [live[b] for b in keep]
+                if isinstance(stacked, AdapterBatch):
+                    stacked = _rows(stacked, idx)
+                    hooks.close()
+                    hooks.enter_context(adapters_applied(base, stacked))
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+            last = last + 1
             h = body(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None], past_key_values=cache,
                      use_cache=True)
-        cache, nxt = h.past_key_values, head(h.last_hidden_state[:, -1]).argmax(-1)
+            cache, nxt = h.past_key_values, head(h.last_hidden_state[:, -1]).argmax(-1)
     return out
 
 
@@ -324,10 +299,7 @@ def generate(base: BaseModel, prompts: Sequence[str], adapters: Sequence[LoRAAda
     out: list[str] = []
     for s in range(0, len(prompts), batch_size):
         enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[s: s + batch_size]]
-        stacked = _stack(base, adapters[s: s + batch_size])
-        with adapters_applied(base, stacked):
-            ids, mask, cache = _prefill_prefix(base, enc, stacked, pad)
-        rows = _greedy(base, ids, mask, cache, stacked, max_new_tokens, set(eos),
+        rows = _greedy(base, enc, _stack(base, adapters[s: s + batch_size]), pad, max_new_tokens, set(eos),
                        None if stop is None else lambda r: stop(tok.decode(r, skip_special_tokens=True)))
         out.extend(tok.decode(r, skip_special_tokens=True) for r in rows)
         if progress:
