@@ -258,6 +258,16 @@ def test_cli_eval_errors_and_compare(tiny_dir, tmp_path, capsys):
     assert "valid conditions: base, icl, description" in capsys.readouterr().err
     assert main(["eval", "--compare", str(out / "results.json"), str(out)]) == 0
     assert "+0.00" in capsys.readouterr().out
+    # --table: a sub-table (chosen rows and columns, the average over those columns only)
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    first = summary["tasks"][0]
+    assert main(["eval", "--table", str(out), "-c", "base + description", "-b", first]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    score = summary["scores"]["base + description"][first]["score"]
+    assert lines[0] == f"| condition | {first} | Avg. |" and lines[2] == f"| base + description | {score:.2f} | {score:.2f} |"
+    assert not any(line.startswith("| base |") for line in lines)
+    assert main(["eval", "--table", str(out), "-c", "T2L"]) == 2
+    assert "no results for condition ['T2L']" in capsys.readouterr().err
     assert main(["watch", str(tmp_path / "missing")]) == 2
     assert main(["watch", str(tmp_path), "--split", "test"]) == 2
     assert "test sets" in capsys.readouterr().err

@@ -55,6 +55,15 @@ def test_recon_drives_error_on_planted_library_to_zero(base, tmp_path):
         assert row["rel_err_delta"] < 0.01 and row["l1_z"] < 0.01, row
     report = json.loads((tmp_path / "run" / "recon_report.json").read_text())
     assert [row["task"] for row in report] == ["t0", "t1", "t2", "t3"]
+    # compression: the four planted adapters' parameters over the hypernetwork's
+    a0 = random_adapter(base.spec, seed=0)
+    lib_params = 4 * sum(a0.A[m].numel() + a0.B[m].numel() for m in a0.A)
+    gen_params = sum(p.numel() for p in TextToLoRA.from_pretrained(tmp_path / "run" / "best").hypernet.parameters())
+    summary = json.loads((tmp_path / "run" / "recon_summary.json").read_text())
+    assert summary == pytest.approx({"adapters": 4, "library_params": lib_params, "generator_params": gen_params,
+                                     "compression": lib_params / gen_params,
+                                     "mean_rel_err_delta": sum(row["rel_err_delta"] for row in report) / 4})
+    assert r.summary == summary
     # the best checkpoint generates the planted adapters by task id, exactly as PEFT would apply them
     gen = TextToLoRA.from_pretrained(tmp_path / "run" / "best")
     assert gen.hyper_config.zscore and gen.encoder_spec.kind == "task-id"

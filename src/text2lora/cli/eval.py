@@ -24,10 +24,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="conditions ([LABEL=]KIND[:PATH]): " + kinds + "\n\nexample:\n  t2l eval --benchmarks all "
                "--conditions base,icl,description --limit 200 --out runs/eval/baselines")
-    p.add_argument("--benchmarks", "-b", default="all",
+    p.add_argument("--benchmarks", "-b", default=None,
                    help="comma list: benchmark names (arc_challenge, ..., mbpp), 'all', bigbench/<task>, "
                         "sni/<task>, or a task file .jsonl/.yaml[#task] (default: all ten)")
-    p.add_argument("--conditions", "-c", default="base,icl,description",
+    p.add_argument("--conditions", "-c", default=None,
                    help="comma list of conditions [LABEL=]KIND[:PATH] (default: base,icl,description)")
     p.add_argument("--base", default="smollm2-135m-instruct", help="base model (default: smollm2-135m-instruct)")
     p.add_argument("--out", "-o", default=None, help="output directory (default: runs/eval/<timestamp>)")
@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                    help="print B - A of two results.json files (or eval directories) and exit")
     p.add_argument("--report", metavar="OUT",
                    help="only (re)write the reports of OUT from its results.jsonl (e.g. of a run still going) and exit")
+    p.add_argument("--table", metavar="OUT",
+                   help="print the Markdown table of OUT's results for the --benchmarks and --conditions given "
+                        "(condition labels as in the table; the average is over those benchmarks) and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
 
@@ -123,6 +126,10 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     if args.report:
         return _report_only(args.report, args.mc_metric)
+    if args.table:
+        return _table_only(args.table, args.benchmarks, args.conditions, args.mc_metric)
+    args.benchmarks = args.benchmarks or "all"
+    args.conditions = args.conditions or "base,icl,description"
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = EvalConfig(benchmarks=_csv(args.benchmarks), conditions=_csv(args.conditions), base=args.base, out=out,
                      limit=args.limit, seed=args.seed, shots=args.shots, split=args.split,
@@ -161,6 +168,25 @@ def _report_only(out: str, mc_metric: str) -> int:
     order = [parse_condition(c).label for c in config.get("conditions", [])] if config else None
     summary = write_reports(records, out, mc_metric, order, config)
     print(markdown_table(summary), end="")
+    return 0
+
+
+def _table_only(out: str, benchmarks: str | None, conditions: str | None, mc_metric: str) -> int:
+    from pathlib import Path
+
+    from ..data import BENCHMARKS
+    from ..errors import T2LError
+    from ..eval.report import markdown_table, summarize
+    from ..eval.runner import load_results
+
+    records = load_results(Path(out) / "results.jsonl")
+    if not records:
+        raise T2LError(f"{out} has no results.jsonl with results; run `t2l eval --out {out} ...` first")
+    tasks = None if benchmarks in (None, "all") else _csv(benchmarks)
+    if benchmarks == "all":
+        tasks = list(BENCHMARKS)
+    conds = _csv(conditions) if conditions else None
+    print(markdown_table(summarize(records, mc_metric, conds, tasks, only=True)), end="")
     return 0
 
 

@@ -64,6 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         for row in result.report or []:
             print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                                    if k != "path"), file=sys.stderr)
+        if result.summary:
+            print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in result.summary.items()), file=sys.stderr)
     return 0
 
 

@@ -36,12 +36,23 @@ def _ordered(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
 
 
 def summarize(records: Sequence[dict[str, Any]], mc_metric: str = "acc_norm",
-              conditions: Sequence[str] | None = None, tasks: Sequence[str] | None = None) -> dict[str, Any]:
+              conditions: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+              only: bool = False) -> dict[str, Any]:
     """Per (condition, task) score, count and both MC accuracies; per condition the average.
 
+    ``conditions`` and ``tasks`` order the rows and columns; with ``only`` they also select them (a
+    sub-table, e.g. the seven multiple-choice benchmarks), and a name with no results is an error.
     The average is over the tasks every condition row shows; a missing cell makes the row's average
     ``None`` (never an average over a different set of tasks).
     """
+    if only:
+        for what, want, have in (("condition", conditions, {r["condition"] for r in records}),
+                                 ("task", tasks, {r["task"] for r in records})):
+            missing = [w for w in want or [] if w not in have]
+            if missing:
+                raise T2LError(f"no results for {what} {missing}; these have results: {sorted(have)}")
+        records = [r for r in records if (not conditions or r["condition"] in conditions)
+                   and (not tasks or r["task"] in tasks)]
     conds = _ordered([r["condition"] for r in records], conditions or [])
     names = _ordered([r["task"] for r in records], tasks or list(BENCHMARKS))
     cells: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in conds}

@@ -108,6 +108,8 @@ class LoopResult:
     """The run directory (set by the recipe functions)."""
     report: list[dict[str, Any]] | None = None
     """Per-task results of recipes that report them (reconstruction errors, trained adapters)."""
+    summary: dict[str, Any] | None = None
+    """Run-level results of recipes that report them (reconstruction: the compression ratio)."""
 
 
 def make_accelerator(cfg: TrainConfig):

@@ -36,7 +36,7 @@ from .config import ReconConfig
 from .loop import GeneratorJob, LoopResult, make_accelerator, train_loop
 from .run import RunDir
 
-__all__ = ["LibraryEntry", "load_library", "ReconJob", "train_recon", "recon_report"]
+__all__ = ["LibraryEntry", "load_library", "ReconJob", "train_recon", "recon_report", "compression"]
 
 
 @dataclass
@@ -227,10 +227,20 @@ def recon_report(gen: TextToLoRA, entries: list[LibraryEntry], conditioning: str
     return rows
 
 
-def _write_report(run: RunDir, rows: list[dict[str, Any]]) -> None:
+def compression(gen: TextToLoRA, entries: list[LibraryEntry]) -> dict[str, Any]:
+    """How much smaller the generator is than the library it reproduces (parameters; bytes scale alike
+    at one dtype). The frozen description encoder is not counted: it is shared, not learned."""
+    library = sum(e.adapter.A[m].numel() + e.adapter.B[m].numel() for e in entries for m in e.adapter.A)
+    generator = sum(p.numel() for p in gen.hypernet.parameters())
+    return {"adapters": len(entries), "library_params": library, "generator_params": generator,
+            "compression": library / generator}
+
+
+def _write_report(run: RunDir, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     if not run.main:
         return
     atomic_write_json(run.path / "recon_report.json", rows)
+    atomic_write_json(run.path / "recon_summary.json", summary)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
@@ -244,7 +254,8 @@ def train_recon(cfg: ReconConfig, out: str | Path, *, resume: bool = False, quie
     """Train a generator to reproduce the adapters of ``cfg.library`` into run directory ``out``.
 
     The best generator (lowest validation L1 over the whole library) is ``out/best``; the per-task
-    report is ``out/recon_report.{json,csv}`` (also returned as ``result.report``).
+    report is ``out/recon_report.{json,csv}`` (also returned as ``result.report``), the compression
+    ratio ``out/recon_summary.json`` (``result.summary``).
     """
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
@@ -262,7 +273,10 @@ def train_recon(cfg: ReconConfig, out: str | Path, *, resume: bool = False, quie
     best = TextToLoRA.from_pretrained(run.best_path) if run.best_path.exists() else gen
     best.set_encoder(encoder)
     rows = recon_report(best, entries, cfg.conditioning)
-    _write_report(run, rows)
+    summary = compression(best, entries)
+    summary["mean_rel_err_delta"] = sum(r["rel_err_delta"] for r in rows) / len(rows)
+    _write_report(run, rows, summary)
     result.run_dir = run.path
     result.report = rows
+    result.summary = summary
     return result
