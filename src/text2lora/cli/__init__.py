@@ -5,12 +5,14 @@ Each subcommand lives in a module of this package that defines
 function taking the parsed ``argparse.Namespace`` and returning an exit code.
 The CLI is thin: it parses, calls the library and prints. Any
 :class:`~text2lora.errors.T2LError` (or ``ValueError`` from a config dataclass)
-becomes one line on stderr and exit code 2, with no traceback.
+becomes one line on stderr and exit code 2, with no traceback. Heavy commands
+(train, eval, watch) warn when another one is already running on the same CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -60,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from . import _jobs
+
+    heavy = _jobs.is_heavy(args)
     try:
-        return int(args.func(args) or 0)
+        with _jobs.registered(sys.argv[1:] if argv is None else list(argv)) if heavy else contextlib.nullcontext():
+            if heavy:
+                _jobs.warn_if_busy()
+            return int(args.func(args) or 0)
     except T2LError as e:
         print(f"t2l: error: {e}", file=sys.stderr)
         return 2
