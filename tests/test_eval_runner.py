@@ -67,7 +67,7 @@ from text2lora.generator import DEFAULT_GENERATOR_DIR  # noqa: E402
 
 def test_parse_condition_errors_and_labels(artifacts):
     with pytest.raises(ConfigError, match=r"unknown condition 'fewshot'; valid conditions: base, icl, description, "
-                                          r"adapter:PATH, t2l\[:PATH\]"):
+                                          r"adapter:PATH, oracle:PATH, t2l\[:PATH\]"):
         parse_condition("fewshot")
     with pytest.raises(ConfigError, match="needs a path"):
         parse_condition("hyperdecoders")
@@ -124,6 +124,27 @@ def test_generator_conditions_pick_descriptions(base, artifacts):
     assert [p.description for p in hyper] == [e.prompt for _, e in indexed]  # one adapter per input
     ads = res.adapters([p.adapter_key for p in hyper[:3]])
     assert len({id(a) for a in ads}) == 3 and all(float(a.B["q_proj"].abs().max()) > 0 for a in ads)
+
+
+def test_oracle_library_gives_each_task_its_own_adapter(base, tmp_path):
+    lib = tmp_path / "library"
+    mc, math, _ = _toy_tasks()
+    random_adapter(base.spec, seed=1).save(lib / "toy_mc")
+    random_adapter(base.spec, seed=2).save(lib / "toy_math")
+    cond = parse_condition(f"oracle:{lib}")
+    assert cond.label == "oracle LoRA"
+    res = ConditionResolver(base)
+    keys = {t.name: {p.adapter_key for p in res.prepare(cond, t, select_examples(t, "test", 3, 0)[1])}
+            for t in (mc, math)}
+    assert keys == {"toy_mc": {("dir", str(lib / "toy_mc"))}, "toy_math": {("dir", str(lib / "toy_math"))}}
+    a_mc, a_math = res.adapters([("dir", str(lib / "toy_mc")), ("dir", str(lib / "toy_math"))])
+    assert not torch.equal(a_mc.A["q_proj"], a_math.A["q_proj"])
+    # a prompt under an oracle is the zero-shot prompt; a task the library lacks is refused, naming what it holds
+    assert res.prepare(cond, mc, [(0, _mc(0))])[0].prompt == res.prepare(parse_condition("base"), mc, [(0, _mc(0))])[0].prompt
+    with pytest.raises(ConfigError, match="no adapter for task toy_code.*holds: toy_math, toy_mc"):
+        res.prepare(cond, _toy_tasks()[2], [(0, _mc(0))])
+    with pytest.raises(ConfigError, match="adapter library directory .* does not exist"):
+        parse_condition(f"oracle:{tmp_path / 'nothing'}")
 
 
 def test_adapter_for_another_base_names_both(base, tmp_path):

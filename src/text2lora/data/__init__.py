@@ -9,10 +9,10 @@ tasks prefixed by their collection: ``bigbench/arithmetic/1_digit_addition``,
 from .catalog import COLLECTIONS, build_collection, get_task, list_collections, load_collection
 from .descriptions import alignment_set, benchmark_descriptions
 from .prompts import CONDITIONS, format_prompt, icl_shots
-from .records import Example, TaskRecord
+from .records import Example, TaskRecord, task_slug
 from .sampler import TaskSampler
 from .sources.benchmarks import BENCHMARKS, GSM8K_PREFILL
 
 __all__ = ["Example", "TaskRecord", "BENCHMARKS", "COLLECTIONS", "CONDITIONS", "GSM8K_PREFILL",
            "load_collection", "build_collection", "get_task", "list_collections", "format_prompt", "icl_shots",
-           "TaskSampler", "benchmark_descriptions", "alignment_set"]
+           "TaskSampler", "benchmark_descriptions", "alignment_set", "task_slug"]

@@ -18,6 +18,7 @@ so a failed build leaves the previous collection intact.
 from __future__ import annotations
 
 import gzip
+import re
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .._io import atomic_dir, atomic_write_bytes, cache_dir
 from ..errors import DataError
 
 __all__ = ["Example", "TaskRecord", "FORMAT_VERSION", "collection_dir", "save_collection",
-           "load_cached", "read_manifest"]
+           "load_cached", "read_manifest", "task_slug"]
 
 #: Version of the on-disk collection format; bump when the layout or the meaning of a field changes.
 FORMAT_VERSION = 1
@@ -302,3 +303,9 @@ def load_cached(path: Path) -> list[TaskRecord] | None:
         rec.splits = splits
         out.append(rec)
     return out
+
+
+def task_slug(name: str) -> str:
+    """A flat directory name for a task (``bigbench/a/b`` -> ``bigbench__a__b``): how adapter libraries
+    name their per-task sub-directories."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__"))

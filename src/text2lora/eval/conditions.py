@@ -7,6 +7,8 @@ A condition is written ``[LABEL=]KIND[:PATH]``:
 ``icl``                the base model, 3 solved training examples as earlier chat turns (``--shots``)
 ``description``        the base model, the task's held-out description before the example
 ``adapter:DIR``        any PEFT LoRA directory (oracle LoRA, multi-task LoRA, adapters from elsewhere)
+``oracle:LIBRARY``     a library of per-task adapters (``LIBRARY/<task>/``, as ``t2l train lora`` writes):
+                       each task under its own adapter
 ``t2l[:CKPT]``          a generator (default: the shipped one), adapters from the task's held-out
                        (aligned) descriptions
 ``t2l-train:CKPT``     ... from the task's training descriptions
@@ -30,7 +32,7 @@ from typing import Sequence
 
 from ..adapter import LoRAAdapter
 from ..base import BaseModel
-from ..data import BENCHMARKS, Example, TaskRecord, format_prompt
+from ..data import BENCHMARKS, Example, TaskRecord, format_prompt, task_slug
 from ..data.descriptions import alignment_set, benchmark_descriptions, random_strings
 from ..errors import ConfigError
 
@@ -42,6 +44,7 @@ CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
     "icl": ("icl", None, "base model + 3-shot in-context examples"),
     "description": ("description", None, "base model + task description in the prompt"),
     "adapter": ("zero_shot", None, "a PEFT LoRA directory (adapter:DIR)"),
+    "oracle": ("zero_shot", None, "each task under its own adapter of a library (oracle:LIBRARY, LIBRARY/<task>/)"),
     "t2l": ("zero_shot", "heldout", "generator, held-out aligned descriptions (t2l:CKPT)"),
     "t2l-train": ("zero_shot", "train", "generator, training descriptions"),
     "t2l-other": ("zero_shot", "other_tasks", "generator, other tasks' descriptions"),
@@ -50,8 +53,8 @@ CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
 }
 _DEFAULTS_TO_SHIPPED = {"t2l", "t2l-train", "t2l-other", "t2l-random"}
 """Generator kinds whose path may be left out: it is then the shipped generator."""
-_NEEDS_PATH = {"adapter", "hyperdecoders"} | _DEFAULTS_TO_SHIPPED
-_DEFAULT_LABELS = {"base": "base", "icl": "base + ICL", "description": "base + description",
+_NEEDS_PATH = {"adapter", "oracle", "hyperdecoders"} | _DEFAULTS_TO_SHIPPED
+_DEFAULT_LABELS = {"base": "base", "icl": "base + ICL", "description": "base + description", "oracle": "oracle LoRA",
                    "t2l": "T2L", "t2l-train": "T2L (train descriptions)", "t2l-other": "T2L (other tasks)",
                    "t2l-random": "T2L (random strings)", "hyperdecoders": "Hyperdecoders"}
 
@@ -98,7 +101,8 @@ def parse_condition(text: str) -> Condition:
     if kind not in _NEEDS_PATH and path:
         raise ConfigError(f"condition {kind!r} takes no path (got {path!r})")
     if path and not Path(path).exists():
-        what = "PEFT adapter directory" if kind == "adapter" else "generator checkpoint directory"
+        what = {"adapter": "PEFT adapter directory", "oracle": "adapter library directory"}.get(
+            kind, "generator checkpoint directory")
         raise ConfigError(f"condition {kind}: {what} {path} does not exist")
     if kind in _DEFAULTS_TO_SHIPPED and not path:  # the shipped default (its loader explains a broken install)
         from ..generator import DEFAULT_GENERATOR_DIR
@@ -106,7 +110,7 @@ def parse_condition(text: str) -> Condition:
         path = str(DEFAULT_GENERATOR_DIR)
     if not label:
         label = _DEFAULT_LABELS.get(kind) or f"adapter:{Path(path).name}"
-        if kind in _NEEDS_PATH and kind != "adapter":
+        if kind in _NEEDS_PATH and kind not in ("adapter", "oracle"):
             label = f"{label} [{Path(path).name}]"
     return Condition(label=label, kind=kind, path=path or None)
 
@@ -171,14 +175,16 @@ class ConditionResolver:
         out = []
         dset = cond.description_set
         pool = description_pool(task, dset, self.seed) if dset and dset != "input" else None
-        if cond.kind == "adapter":
-            self.load_dir(cond.path)  # fail early on a bad adapter
+        adapter_dir = cond.path if cond.kind == "adapter" else self.library_dir(cond.path, task) \
+            if cond.kind == "oracle" else None
+        if adapter_dir:
+            self.load_dir(adapter_dir)  # fail early on a bad adapter
         elif dset:
             self.generator(cond.path)
         for i, ex in indexed:
             prompt = format_prompt(ex, tok, cond.prompt, task=task, k=self.shots, seed=self.seed)
-            if cond.kind == "adapter":
-                key: tuple | None = ("dir", cond.path)
+            if adapter_dir:
+                key: tuple | None = ("dir", adapter_dir)
             elif dset == "input":
                 key = ("gen", cond.path, ex.prompt)
             elif pool is not None:
@@ -187,6 +193,16 @@ class ConditionResolver:
                 key = None
             out.append(PreparedExample(i, ex, prompt, key))
         return out
+
+    @staticmethod
+    def library_dir(library: str, task: TaskRecord) -> str:
+        """The adapter of ``task`` in a library of per-task adapters (``library/<task slug>/``)."""
+        d = Path(library) / task_slug(task.name)
+        if not d.is_dir():
+            have = sorted(p.name for p in Path(library).iterdir() if p.is_dir())
+            raise ConfigError(f"adapter library {library} has no adapter for task {task.name} (expected {d}; it "
+                              f"holds: {', '.join(have) or 'nothing'}); evaluate only the tasks it was trained on")
+        return str(d)
 
     def load_dir(self, path: str) -> LoRAAdapter:
         """A PEFT adapter directory, validated against the base (errors name both models)."""

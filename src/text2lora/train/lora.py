@@ -15,7 +15,6 @@ is ``RUN_DIR/best/`` (validated on held-out tasks, or on the training tasks' val
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from ..adapter import LoRAAdapter
 from ..base import BaseModel, load_base
-from ..data import Example, TaskRecord, TaskSampler
+from ..data import Example, TaskRecord, TaskSampler, task_slug
 from ..errors import AdapterError, ConfigError
 from .batches import ExampleSampler, encode_examples, lm_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
@@ -33,11 +32,6 @@ from .run import RunDir
 from .tasks import recipe_tasks, resolve_tasks, split_tasks
 
 __all__ = ["LoRAJob", "train_lora", "train_mt_lora", "task_slug"]
-
-
-def task_slug(name: str) -> str:
-    """A flat directory name for a task (``bigbench/a/b`` -> ``bigbench__a__b``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__"))
 
 
 def _peft(base: BaseModel, cfg: LoRAConfig, init: LoRAAdapter | None) -> nn.Module:
