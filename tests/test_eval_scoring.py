@@ -142,6 +142,18 @@ def test_generation_from_a_shared_prompt_prefix_equals_one_at_a_time(base):
     assert len(set(batched)) > 1  # under the adapter the rows really differ (the tiny base alone says "\n" to all)
 
 
+def test_kv_cache_passed_under_the_name_the_installed_transformers_takes(base):
+    import warnings
+
+    items = _items(base, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_choices(base, items, None, batch_size=3)  # shared context and shared prompt prefix
+        generate(base, ["Say hi.", "Count to three."], None, max_new_tokens=3)
+    stale = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+    assert not stale, stale  # transformers >= 5.24 renamed the argument to `cache`
+
+
 def test_length_mismatch_is_an_error(base):
     with pytest.raises(ValueError, match="adapters for"):
         score_choices(base, _items(base, 2), [None])

@@ -20,6 +20,8 @@ full-sequence paths see the same token ids.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -34,6 +36,21 @@ __all__ = ["MCItem", "adapters_applied", "common_prefix", "encode_mc", "score_ch
 
 #: Shortest shared token prefix worth a separate forward pass (shorter ones just run with each row).
 MIN_SHARED_PREFIX = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(cls: type) -> str:
+    """The name a decoder body's ``forward`` takes its KV cache under: ``cache`` from transformers 5.24
+    (which deprecates ``past_key_values``), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _forward(body, cache=None, **kw):
+    """``body(**kw)`` with ``cache`` passed under the name this transformers version uses; returns the
+    output and its KV cache."""
+    name = _cache_kwarg(type(body))
+    out = body(**kw, **{name: cache})
+    return out, getattr(out, name, None)
 
 
 @dataclass
@@ -146,11 +163,11 @@ def _run_contexts(base: BaseModel, body, contexts: list[list[int]], stacked, pad
     cache = None
     with adapters_applied(base, stacked):
         if p:
-            cache = body(input_ids=torch.tensor([contexts[0][:p]], device=dev), use_cache=True).past_key_values
+            cache = _forward(body, input_ids=torch.tensor([contexts[0][:p]], device=dev), use_cache=True)[1]
             cache.batch_repeat_interleave(len(contexts))
-        out = body(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:], past_key_values=cache,
-                   use_cache=True)
-    return out.last_hidden_state, out.past_key_values, mask
+        out, cache = _forward(body, cache, input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:],
+                              use_cache=True)
+    return out.last_hidden_state, cache, mask
 
 
 @torch.inference_mode()
@@ -169,8 +186,8 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
     full_mask = torch.cat([mask.index_select(0, idx), cmask], dim=1)
     pos = mask.sum(-1).index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
     with adapters_applied(base, expanded):
-        h = body(input_ids=cids, attention_mask=full_mask, position_ids=pos, past_key_values=cache,
-                 use_cache=False).last_hidden_state
+        h = _forward(body, cache, input_ids=cids, attention_mask=full_mask, position_ids=pos,
+                     use_cache=False)[0].last_hidden_state
     # hidden state before each choice token: the context's last one, then the choice's own (all but its last)
     rows = torch.tensor([r for r, c in enumerate(conts) for _ in range(len(c) - 1)], dtype=torch.long, device=dev)
     cols = torch.tensor([k for c in conts for k in range(len(c) - 1)], dtype=torch.long, device=dev)
@@ -273,9 +290,9 @@ def _greedy(base: BaseModel, prompts: list[list[int]], stacked, pad: int, max_ne
                     hooks.enter_context(adapters_applied(base, stacked))
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
             last = last + 1
-            h = body(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None], past_key_values=cache,
-                     use_cache=True)
-            cache, nxt = h.past_key_values, head(h.last_hidden_state[:, -1]).argmax(-1)
+            h, cache = _forward(body, cache, input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None],
+                                use_cache=True)
+            nxt = head(h.last_hidden_state[:, -1]).argmax(-1)
     return out
 
 
