@@ -282,7 +282,9 @@ def test_cli_eval_errors_and_compare(tiny_dir, tmp_path, capsys):
     # --table: a sub-table (chosen rows and columns, the average over those columns only)
     summary = json.loads((out / "results.json").read_text())["summary"]
     first = summary["tasks"][0]
-    assert main(["eval", "--table", str(out), "-c", "base + description", "-b", first]) == 0
+    chart = tmp_path / "sub.png"
+    assert main(["eval", "--table", str(out), "-c", "base + description", "-b", first, "--png", str(chart)]) == 0
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = capsys.readouterr().out.splitlines()
     score = summary["scores"]["base + description"][first]["score"]
     assert lines[0] == f"| condition | {first} | Avg. |" and lines[2] == f"| base + description | {score:.2f} | {score:.2f} |"

@@ -54,6 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--table", metavar="OUT",
                    help="print the Markdown table of OUT's results for the --benchmarks and --conditions given "
                         "(condition labels as in the table; the average is over those benchmarks) and exit")
+    p.add_argument("--png", metavar="FILE", help="with --table: also draw that table as a bar chart into FILE")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
 
@@ -127,7 +128,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.report:
         return _report_only(args.report, args.mc_metric)
     if args.table:
-        return _table_only(args.table, args.benchmarks, args.conditions, args.mc_metric)
+        return _table_only(args.table, args.benchmarks, args.conditions, args.mc_metric, args.png)
     args.benchmarks = args.benchmarks or "all"
     args.conditions = args.conditions or "base,icl,description"
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
@@ -171,12 +172,13 @@ def _report_only(out: str, mc_metric: str) -> int:
     return 0
 
 
-def _table_only(out: str, benchmarks: str | None, conditions: str | None, mc_metric: str) -> int:
+def _table_only(out: str, benchmarks: str | None, conditions: str | None, mc_metric: str,
+                png: str | None = None) -> int:
     from pathlib import Path
 
     from ..data import BENCHMARKS
     from ..errors import T2LError
-    from ..eval.report import markdown_table, summarize
+    from ..eval.report import bar_chart, markdown_table, summarize
     from ..eval.runner import load_results
 
     records = load_results(Path(out) / "results.jsonl")
@@ -186,7 +188,10 @@ def _table_only(out: str, benchmarks: str | None, conditions: str | None, mc_met
     if benchmarks == "all":
         tasks = list(BENCHMARKS)
     conds = _csv(conditions) if conditions else None
-    print(markdown_table(summarize(records, mc_metric, conds, tasks, only=True)), end="")
+    summary = summarize(records, mc_metric, conds, tasks, only=True)
+    print(markdown_table(summary), end="")
+    if png and not bar_chart(summary, png):
+        raise T2LError("--png needs matplotlib: pip install 'text-to-lora[train]'")
     return 0
 
 

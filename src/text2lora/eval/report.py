@@ -112,7 +112,9 @@ def csv_table(summary: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _png(summary: dict[str, Any], path: Path) -> bool:
+def bar_chart(summary: dict[str, Any], path: str | Path) -> bool:
+    """A grouped bar chart of a summary (benchmarks + average, one bar per condition) as a PNG at ``path``;
+    False when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -135,7 +137,7 @@ def _png(summary: dict[str, Any], path: Path) -> bool:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue())
     return True
 
 
@@ -147,7 +149,7 @@ def write_reports(records: Sequence[dict[str, Any]], out: str | Path, mc_metric:
     atomic_write_json(out / "results.json", {"summary": summary, "config": config or {}, "examples": list(records)})
     atomic_write_text(out / "results.md", markdown_table(summary))
     atomic_write_text(out / "results.csv", csv_table(summary))
-    summary["png"] = _png(summary, out / "results.png")
+    summary["png"] = bar_chart(summary, out / "results.png")
     return summary
 
 
