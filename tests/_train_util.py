@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from text2lora.data import Example, TaskRecord
@@ -56,3 +57,15 @@ def sft_config(**kw):
                   warmup_frac=0.0, device="cpu", conditioning="task-id", val_examples=2)
     values.update(kw)
     return load_config("sft", **values)
+
+
+@pytest.fixture(scope="module")
+def base():
+    """Module fixture for the training tests (import it): :func:`sharp_base`."""
+    return sharp_base()
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    """Module fixture for the training tests (import it): four tiny tasks, two of them multiple choice."""
+    return tiny_tasks(4)

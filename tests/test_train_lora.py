@@ -5,22 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _train_util import sharp_base, tiny_tasks, train_losses
+from _train_util import base, tasks, train_losses  # noqa: F401 (base, tasks: shared module fixtures)
 from text2lora import LoRAAdapter, apply_adapters
 from text2lora.train import load_config, train_lora, train_mt_lora
 from text2lora.train.batches import encode_examples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def base():
-    return sharp_base()
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return tiny_tasks(4)
 
 
 def cfg(recipe="lora", **kw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _train_util import hypernet_state, sft_config, sharp_base, tiny_tasks, train_losses
+from _train_util import base, hypernet_state, sft_config, tasks, train_losses  # noqa: F401 (base, tasks: fixtures)
 from text2lora.errors import OutputExistsError
 from text2lora import TextToLoRA
 from text2lora.train import NonFiniteLossError, train_sft
@@ -13,16 +13,6 @@ from text2lora.train.batches import encode_examples, lm_response_loss, neftune, 
 from text2lora.train.sft import adapter_l2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def base():
-    return sharp_base()
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return tiny_tasks(4)
 
 
 # losses of the first two steps, recorded once on this setup (step 1 is the base model: fresh adapters
