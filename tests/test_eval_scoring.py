@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import make_base, random_adapter
-from text2lora.eval.scoring import MIN_SHARED_PREFIX, common_prefix, encode_mc, generate, score_choices
+from text2lora.eval.scoring import (MIN_SHARED_PREFIX, MCItem, choice_groups, common_prefix, encode_mc, generate,
+                                   score_choices)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,34 @@ def test_shared_context_equals_full_sequence_scoring(base):
     n = len(it.context)
     ref = sum(logp[n - 1 + k, t].item() for k, t in enumerate(it.choices[0]))
     assert abs(shared[1][0] - ref) < 1e-4
+
+
+def test_choice_groups_bound_padding():
+    lengths = [0, 0] + [1] * 10 + [2] * 9 + [3, 5, 7, 9] + [12] * 8
+    groups = choice_groups(lengths)
+    assert sorted(r for g in groups for r in g) == list(range(2, len(lengths)))  # length-0 rows need no pass
+    assert len(groups) > 1 and all(len(g) >= 8 for g in groups[:-1])
+    for g in groups[:-1]:
+        longest = max(lengths[r] for r in g)
+        assert longest * len(g) - sum(lengths[r] for r in g) <= 0.25 * longest * len(g)
+    assert choice_groups([3, 1, 2]) == [[1, 2, 0]]  # fewer rows than a group's minimum: one pass
+    assert choice_groups([0, 0]) == []
+
+
+def test_choices_of_mixed_lengths_in_several_passes_score_exactly(base):
+    """Many rows of very different lengths (one-token choices among them) split into several choice
+    passes, each against its own copy of the contexts' cache: equal to scoring every sequence in full."""
+    g = torch.Generator().manual_seed(0)
+    items = [MCItem(torch.randint(5, 200, (8 + 3 * i,), generator=g).tolist(),
+                    [torch.randint(5, 200, (n,), generator=g).tolist() for n in (1, 1 + i % 3, 2 + 3 * (i % 4), 9)])
+             for i in range(8)]
+    assert len(choice_groups([len(c) - 1 for it in items for c in it.choices])) >= 2
+    adapters = [random_adapter(base.spec, seed=40 + s) for s in range(len(items))]
+    for ads in (adapters, None, [adapters[0]] * len(items)):
+        shared = score_choices(base, items, ads, batch_size=8, shared_context=True)
+        full = score_choices(base, items, ads, batch_size=8, shared_context=False)
+        for a, b in zip(shared, full):
+            assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 
 
 def test_common_prefix():

@@ -20,6 +20,7 @@ full-sequence paths see the same token ids.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 from dataclasses import dataclass
@@ -176,25 +177,51 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
     body, _ = lm_parts(base.model)
     row_item = [i for i, it in enumerate(items) for _ in it.choices]
     conts = [c for it in items for c in it.choices]
-    idx = torch.tensor(row_item, device=dev)
-    cids, cmask = _pad(conts, pad, left=False)
-    cids, cmask = cids.to(dev), cmask.to(dev)
-    expanded = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
     hidden, cache, mask = _run_contexts(base, body, [it.context for it in items], stacked, pad)
-    last = hidden[:, -1].index_select(0, idx)  # predicts choice token 0 of each row
-    cache.batch_select_indices(idx)
-    full_mask = torch.cat([mask.index_select(0, idx), cmask], dim=1)
-    pos = mask.sum(-1).index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
-    with adapters_applied(base, expanded):
-        h = _forward(body, cache, input_ids=cids, attention_mask=full_mask, position_ids=pos,
-                     use_cache=False)[0].last_hidden_state
-    # hidden state before each choice token: the context's last one, then the choice's own (all but its last)
-    rows = torch.tensor([r for r, c in enumerate(conts) for _ in range(len(c) - 1)], dtype=torch.long, device=dev)
-    cols = torch.tensor([k for c in conts for k in range(len(c) - 1)], dtype=torch.long, device=dev)
-    firsts = _token_logprobs(base, last, torch.tensor([c[0] for c in conts], device=dev))
-    rest = _token_logprobs(base, h[rows, cols], torch.tensor([t for c in conts for t in c[1:]], device=dev))
-    rest_sums = _sum_by_row(rest, [len(c) - 1 for c in conts])
-    return _regroup(items, [float(f) + r for f, r in zip(firsts.double(), rest_sums)])
+    # a choice's first token is predicted by the context's last hidden state ...
+    last = hidden[:, -1].index_select(0, torch.tensor(row_item, device=dev))
+    sums = _token_logprobs(base, last, torch.tensor([c[0] for c in conts], device=dev)).double().tolist()
+    # ... its later tokens by its own hidden states: only choice tokens but the last run, against the
+    # context's cache; rows of similar length share a pass (one-token choices need none)
+    groups = choice_groups([len(c) - 1 for c in conts])
+    for g, group in enumerate(groups):
+        idx = torch.tensor([row_item[r] for r in group], device=dev)
+        cids, cmask = _pad([conts[r][:-1] for r in group], pad, left=False)
+        cids, cmask = cids.to(dev), cmask.to(dev)
+        gcache = cache if g == len(groups) - 1 else copy.deepcopy(cache)
+        gcache.batch_select_indices(idx)
+        full_mask = torch.cat([mask.index_select(0, idx), cmask], dim=1)
+        pos = mask.sum(-1).index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
+        expanded = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
+        with adapters_applied(base, expanded):
+            h = _forward(body, gcache, input_ids=cids, attention_mask=full_mask, position_ids=pos,
+                         use_cache=False)[0].last_hidden_state
+        rows = torch.tensor([j for j, r in enumerate(group) for _ in conts[r][1:]], dtype=torch.long, device=dev)
+        cols = torch.tensor([k for r in group for k in range(len(conts[r]) - 1)], dtype=torch.long, device=dev)
+        lp = _token_logprobs(base, h[rows, cols], torch.tensor([t for r in group for t in conts[r][1:]], device=dev))
+        for r, v in zip(group, _sum_by_row(lp, [len(conts[r]) - 1 for r in group])):
+            sums[r] += v
+    return _regroup(items, sums)
+
+
+def choice_groups(lengths: Sequence[int], min_rows: int = 8, max_padding: float = 0.25) -> list[list[int]]:
+    """Rows (indices into ``lengths``) grouped for padded passes: by increasing length, a group closes
+    when adding the next row would make more than ``max_padding`` of its tokens padding (groups have at
+    least ``min_rows`` rows, so short batches stay one pass). Rows of length 0 are left out."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for r in sorted((r for r, n in enumerate(lengths) if n > 0), key=lengths.__getitem__):
+        n = lengths[r]
+        padded = (len(cur) + 1) * n
+        if len(cur) >= min_rows and padded - real - n > max_padding * padded:
+            groups.append(cur)
+            cur, real = [], 0
+        cur.append(r)
+        real += n
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 @torch.inference_mode()
