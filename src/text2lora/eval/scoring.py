@@ -3,8 +3,9 @@
 - :func:`score_choices`: log-likelihood of every choice of multiple-choice items. Rows of a batch may
   use different adapters (one :func:`~text2lora.apply_adapters` call per batch). With
   ``shared_context=True`` (default) each item's context runs once, its KV cache is expanded to the
-  item's choices, and only the choice tokens run again: exact (same tokens, same positions), and
-  about ``n_choices`` times less context compute than scoring every context + choice sequence.
+  item's choices, and only the choice tokens that predict a later one run again, rows of similar
+  length together (:func:`choice_groups`): exact (same tokens, same positions), and about
+  ``n_choices`` times less context compute than scoring every context + choice sequence.
   When every row of a batch runs under the same adapter (or none: the prompting baselines), the
   token prefix the contexts share (chat template, in-context shots, description) also runs once
   and its KV cache is expanded to the batch (:func:`common_prefix`).
