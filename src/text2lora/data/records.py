@@ -18,8 +18,8 @@ so a failed build leaves the previous collection intact.
 from __future__ import annotations
 
 import gzip
-import re
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

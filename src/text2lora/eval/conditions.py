@@ -175,8 +175,11 @@ class ConditionResolver:
         out = []
         dset = cond.description_set
         pool = description_pool(task, dset, self.seed) if dset and dset != "input" else None
-        adapter_dir = cond.path if cond.kind == "adapter" else self.library_dir(cond.path, task) \
-            if cond.kind == "oracle" else None
+        adapter_dir = None  # the one adapter every example of this task runs under, if any
+        if cond.kind == "adapter":
+            adapter_dir = cond.path
+        elif cond.kind == "oracle":
+            adapter_dir = self.library_dir(cond.path, task)
         if adapter_dir:
             self.load_dir(adapter_dir)  # fail early on a bad adapter
         elif dset:
