@@ -185,6 +185,7 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
     # ... its later tokens by its own hidden states: only choice tokens but the last run, against the
     # context's cache; rows of similar length share a pass (one-token choices need none)
     groups = choice_groups([len(c) - 1 for c in conts])
+    ctx_len = mask.sum(-1)  # each context's real length: where its choices' positions start
     for g, group in enumerate(groups):
         idx = torch.tensor([row_item[r] for r in group], device=dev)
         cids, cmask = _pad([conts[r][:-1] for r in group], pad, left=False)
@@ -192,7 +193,7 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
         gcache = cache if g == len(groups) - 1 else copy.deepcopy(cache)
         gcache.batch_select_indices(idx)
         full_mask = torch.cat([mask.index_select(0, idx), cmask], dim=1)
-        pos = mask.sum(-1).index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
+        pos = ctx_len.index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
         expanded = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
         with adapters_applied(base, expanded):
             h = _forward(body, gcache, input_ids=cids, attention_mask=full_mask, position_ids=pos,
