@@ -177,3 +177,61 @@ def test_sampler_rejects_bad_tasks():
         TaskSampler(tasks, tasks_per_batch=2)
     with pytest.raises(DataError, match="no examples in split 'validation'"):
         TaskSampler(_tasks(3), tasks_per_batch=2, split="validation")
+
+
+def _mc_tasks(n: int = 4) -> list[TaskRecord]:
+    def ex(i: int, k: int) -> Example:
+        listed = f"Q: item {i}.{k}\n  choice: yes\n  choice: no\nA:"
+        return Example(listed, choices=["yes", "no"], gold=k % 2, meta={"prompt_unlisted": f"Q: item {i}.{k}\nA:"})
+    return [TaskRecord(name=f"mc{i}", source="bigbench", license="-", citation="", metric="choice_acc",
+                       train_descriptions=[f"desc {i}"], heldout_descriptions=[],
+                       splits={"train": [ex(i, k) for k in range(6)]}) for i in range(n)]
+
+
+def test_sampler_shows_listed_choices_or_not_as_asked():
+    tasks = _mc_tasks() + _tasks(4)
+    def unlisted_share(p: float, seed: int = 0) -> tuple[float, list]:
+        s = TaskSampler(tasks, tasks_per_batch=4, seed=seed, unlisted_mc=p)
+        rows = [r for _ in range(400) for r in s.next_batch()]
+        mc = [ex for t, ex, _ in rows if t.name.startswith("mc")]
+        for t, ex, _ in rows:
+            if t.name.startswith("mc"):  # same example in one of its two formats, same answer
+                k = int(ex.prompt.split(".")[1].split("\n")[0])
+                assert ex.target == ("yes", "no")[k % 2]
+            else:  # generative examples are never touched
+                assert "\n" not in ex.prompt
+        return sum("choice:" not in ex.prompt for ex in mc) / len(mc), [(t.name, ex.prompt) for t, ex, _ in rows[:40]]
+    share0, first0 = unlisted_share(0.0)
+    assert share0 == 0.0
+    assert unlisted_share(1.0)[0] == 1.0
+    share, first = unlisted_share(0.5)
+    assert 0.45 < share < 0.55
+    assert unlisted_share(0.5)[1] == first  # deterministic
+    # 0 draws no extra random numbers: the stream is the one of a sampler without the option
+    plain = TaskSampler(tasks, tasks_per_batch=4, seed=0)
+    assert [(t.name, e.prompt) for _ in range(10) for t, e, _ in plain.next_batch()] == first0
+    assert first != first0
+
+
+def test_sampler_unlisted_resumes_and_needs_unlisted_prompts():
+    tasks = _mc_tasks()
+    s = TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.5)
+    for _ in range(5):
+        s.next_batch()
+    state = json.loads(json.dumps(s.state_dict()))
+    expected = [(t.name, e.prompt) for _ in range(5) for t, e, _ in s.next_batch()]
+    resumed = TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.5)
+    resumed.load_state_dict(state)
+    assert [(t.name, e.prompt) for _ in range(5) for t, e, _ in resumed.next_batch()] == expected
+    with pytest.raises(DataError, match="unlisted_mc"):
+        TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.25).load_state_dict(state)
+    with pytest.raises(DataError, match="rebuild it with `t2l data fetch bigbench`"):
+        TaskSampler(_tasks(4), tasks_per_batch=2, unlisted_mc=0.5)
+    with pytest.raises(ValueError, match=r"unlisted_mc must be in \[0, 1\]"):
+        TaskSampler(tasks, tasks_per_batch=2, unlisted_mc=1.5)
+    ex = tasks[0].splits["train"][3]
+    alt = ex.without_listed_choices()
+    assert alt.prompt == "Q: item 0.3\nA:" and alt.choices == ex.choices and alt.gold == ex.gold
+    assert ex.prompt.startswith("Q: item 0.3\n  choice:")  # the stored example is unchanged
+    plain = Example("q", "a")
+    assert plain.without_listed_choices() is plain

@@ -58,8 +58,10 @@ def test_bigbench_prefixes_targets_and_choices():
     assert metric == "choice_acc"
     assert exs[4].prompt == "Q: What colour is object 4?\n  choice: red\n  choice: green\n  choice: blue\nA:"
     assert exs[4].choices == ["red", "green", "blue"] and exs[4].gold == 1 and exs[4].response == "green"
+    assert exs[4].meta["prompt_unlisted"] == "Q: What colour is object 4?\nA:"  # the benchmarks' MC format
     exs, _ = convert_task(tasks["toy_parent/sub_b"])  # append_choices_to_input: false
     assert exs[3].prompt == "Q: Is 3 even?\nA:" and exs[3].gold == 1
+    assert "prompt_unlisted" not in exs[3].meta  # nothing listed, nothing to remove
 
 
 def test_bigbench_tar_and_dir_agree_and_report_drops():

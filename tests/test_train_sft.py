@@ -154,3 +154,38 @@ def test_checkpoints_are_generators_the_watcher_finds_and_a_stop_file_ends_the_r
     saved = hypernet_state(found[0])
     assert saved.keys() == gen.hypernet.state_dict().keys()
     assert all(torch.equal(v, saved[k]) for k, v in gen.hypernet.state_dict().items())
+
+
+def _listed(task):
+    """``task`` with its multiple-choice prompts listing the choices, as BIG-bench prompts do."""
+    import copy
+
+    t = copy.deepcopy(task)
+    unique = {id(ex): ex for split in t.splits.values() for ex in split}  # the splits share examples
+    for ex in unique.values():
+        if ex.choices:
+            ex.meta = {"prompt_unlisted": ex.prompt}
+            ex.prompt = ex.prompt + "".join(f"\n  choice: {c}" for c in ex.choices)
+    return t
+
+
+def test_mc_unlisted_trains_and_validates_on_both_prompt_formats(base, tasks, tmp_path):
+    from text2lora.errors import ConfigError
+    from text2lora.train import train_lora
+    from text2lora.train.batches import validation_examples
+
+    listed = [_listed(t) for t in tasks]
+    val = validation_examples(listed[1], 2, with_unlisted=True)  # a multiple-choice task: each item twice
+    assert [("choice:" in ex.prompt) for ex in val] == [True, False, True, False]
+    assert val[1].prompt == tasks[1].splits["validation"][0].prompt and val[1].target == val[0].target
+    assert len(validation_examples(listed[0], 2, with_unlisted=True)) == 2  # generative: untouched
+    runs = {}
+    for p in (0.0, 1.0):
+        cfg = sft_config(mc_unlisted=p, eval_every=2)
+        runs[p] = train_sft(cfg, tmp_path / f"run{p}", base=base, tasks=listed[:3], val_tasks=listed[3:], quiet=True)
+    assert runs[0.0].train_losses != pytest.approx(runs[1.0].train_losses, abs=1e-4)  # other prompts seen
+    assert runs[0.0].best_val != pytest.approx(runs[1.0].best_val, abs=1e-4)  # val adds the unlisted items
+    from text2lora.train import load_config
+    with pytest.raises(ConfigError, match="remove mc_unlisted"):
+        train_lora(load_config("lora", mc_unlisted=0.5, device="cpu"), tmp_path / "oracle", base=base,
+                   tasks=listed[:1], quiet=True)

@@ -21,7 +21,7 @@ import gzip
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import MutableMapping
 from typing import Any, Iterable
@@ -62,6 +62,12 @@ class Example:
                 raise ValueError(f"Example.gold={self.gold!r} is not an index into {len(self.choices)} choices")
         elif self.response is None:
             raise ValueError("Example needs a response (generative) or choices + gold (multiple choice)")
+
+    def without_listed_choices(self) -> "Example":
+        """This example with the prompt that does not list its choices (``meta["prompt_unlisted"]``,
+        kept for BIG-bench multiple-choice prompts), or the example itself when there is none."""
+        alt = self.meta.get("prompt_unlisted") if self.meta else None
+        return replace(self, prompt=alt) if alt else self
 
     @property
     def target(self) -> str:

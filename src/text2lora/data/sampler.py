@@ -1,7 +1,9 @@
 """Task-balanced batches for training a generator: k distinct tasks per batch, one example each.
 
 Every task is equally likely to appear in a batch regardless of its size; each sample gets one of
-its task's training descriptions at random. The stream is infinite and fully determined by the
+its task's training descriptions at random. With ``unlisted_mc`` > 0, a multiple-choice example
+whose prompt lists its choices (BIG-bench) is shown with that probability without them, the format
+of the benchmarks' multiple-choice items. The stream is infinite and fully determined by the
 seed; :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
@@ -24,11 +26,16 @@ class TaskSampler:
         tasks_per_batch: distinct tasks per batch (the paper uses 8).
         seed: seed of the whole stream.
         split: split to draw examples from.
+        unlisted_mc: probability of showing a multiple-choice example without its listed choices
+            (:meth:`Example.without_listed_choices`).
     """
 
-    def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train"):
+    def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
+                 unlisted_mc: float = 0.0):
         if tasks_per_batch < 1:
             raise ValueError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
+        if not 0.0 <= unlisted_mc <= 1.0:
+            raise ValueError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
         if len(tasks) < tasks_per_batch:
             raise DataError(f"TaskSampler needs at least tasks_per_batch={tasks_per_batch} tasks, got {len(tasks)}")
         for t in tasks:
@@ -43,6 +50,11 @@ class TaskSampler:
         self.tasks_per_batch = tasks_per_batch
         self.seed = seed
         self.split = split
+        self.unlisted_mc = unlisted_mc
+        if unlisted_mc > 0 and not any("prompt_unlisted" in e.meta for t in tasks for e in t.splits[split]):
+            raise DataError("unlisted_mc is set but no multiple-choice example of the training tasks lists its "
+                            "choices in its prompt (BIG-bench's do); a BIG-bench collection built by an earlier "
+                            "text2lora lacks the unlisted prompts: rebuild it with `t2l data fetch bigbench`")
         self._rng = random.Random(seed)
         self._batches = 0
 
@@ -54,6 +66,8 @@ class TaskSampler:
             task = self.tasks[i]
             examples = task.splits[self.split]
             ex = examples[self._rng.randrange(len(examples))]
+            if self.unlisted_mc and "prompt_unlisted" in ex.meta and self._rng.random() < self.unlisted_mc:
+                ex = ex.without_listed_choices()
             desc = task.train_descriptions[self._rng.randrange(len(task.train_descriptions))]
             batch.append((task, ex, desc))
         self._batches += 1
@@ -67,7 +81,7 @@ class TaskSampler:
         """JSON-serialisable state: seed, batches drawn, and the generator state."""
         version, internal, gauss = self._rng.getstate()
         return {"seed": self.seed, "tasks_per_batch": self.tasks_per_batch, "split": self.split,
-                "task_names": [t.name for t in self.tasks], "batches": self._batches,
+                "unlisted_mc": self.unlisted_mc, "task_names": [t.name for t in self.tasks], "batches": self._batches,
                 "rng": [version, list(internal), gauss]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -75,8 +89,9 @@ class TaskSampler:
         names = [t.name for t in self.tasks]
         if state.get("task_names") != names:
             raise DataError("sampler state was saved for a different task list; resume with the same tasks")
-        if state.get("tasks_per_batch") != self.tasks_per_batch or state.get("split") != self.split:
-            raise DataError("sampler state was saved with different tasks_per_batch/split")
+        if (state.get("tasks_per_batch") != self.tasks_per_batch or state.get("split") != self.split
+                or state.get("unlisted_mc", 0.0) != self.unlisted_mc):
+            raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc")
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
         self._batches = int(state["batches"])

@@ -153,13 +153,25 @@ class ExampleSampler:
         self._perm = self._permutation()
 
 
-def validation_examples(task: TaskRecord, k: int, seed: int = 0) -> list[Example]:
-    """Up to ``k`` fixed examples of ``task`` for validation: its validation split, else test, else train."""
+def validation_examples(task: TaskRecord, k: int, seed: int = 0, with_unlisted: bool = False) -> list[Example]:
+    """Up to ``k`` fixed examples of ``task`` for validation: its validation split, else test, else train.
+
+    With ``with_unlisted``, each multiple-choice example that lists its choices is followed by the same
+    example without them (:meth:`Example.without_listed_choices`), so both prompt formats are measured.
+    """
     for split in ("validation", "test", "train"):
         pool = task.splits.get(split) if split in task.splits else None
         if pool:
             if len(pool) <= k:
-                return list(pool)
-            idx = sorted(random.Random(f"val:{seed}:{task.name}").sample(range(len(pool)), k))
-            return [pool[i] for i in idx]
+                picked = list(pool)
+            else:
+                idx = sorted(random.Random(f"val:{seed}:{task.name}").sample(range(len(pool)), k))
+                picked = [pool[i] for i in idx]
+            if not with_unlisted:
+                return picked
+            out = []
+            for ex in picked:
+                alt = ex.without_listed_choices()
+                out += [ex] if alt is ex else [ex, alt]
+            return out
     raise DataError(f"task {task.name} has no examples to validate on")

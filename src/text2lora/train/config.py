@@ -96,6 +96,15 @@ class _TaskData:
     """When ``val_tasks`` is empty: hold out this many training tasks (seeded) for validation."""
     val_examples: int = 16
     """Validation examples per validation task."""
+    mc_unlisted: float = 0.0
+    """Probability that a training multiple-choice example whose prompt lists its choices (BIG-bench)
+    is shown without them, as the benchmarks' multiple-choice items are; with it above 0, validation
+    measures each such example in both formats."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]  # TrainConfig's, next in the recipes' MRO
+        if not 0.0 <= self.mc_unlisted <= 1.0:
+            raise ConfigError(f"mc_unlisted must be in [0, 1], got {self.mc_unlisted}")
 
 
 @dataclass

@@ -84,7 +84,7 @@ class LoRAJob:
         self.val = val
         if tasks is not None:
             k = min(getattr(cfg, "tasks_per_batch", cfg.batch_size), len(tasks))
-            self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index)
+            self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted)
         else:
             assert train is not None
             self.sampler = ExampleSampler(len(train), cfg.batch_size, seed=cfg.seed + process_index)
@@ -158,6 +158,9 @@ def train_lora(cfg: LoRAConfig, out: str | Path, *, resume: bool = False, quiet:
 
     Returns the result of the last task trained, with ``report`` listing every task's outcome.
     """
+    if cfg.mc_unlisted:
+        raise ConfigError("mc_unlisted mixes prompt formats in the multi-task recipes (mt-lora, sft); an oracle "
+                          "LoRA trains on its task's examples as stored: remove mc_unlisted from this recipe")
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     if tasks is None:
@@ -212,7 +215,7 @@ def train_mt_lora(cfg: MTLoRAConfig, out: str | Path, *, resume: bool = False, q
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     tasks, val_tasks = recipe_tasks(cfg, tasks, val_tasks)
     val_from = val_tasks or tasks
-    val = [ex for t in val_from for ex in validation_examples(t, cfg.val_examples, cfg.seed)]
+    val = [ex for t in val_from for ex in validation_examples(t, cfg.val_examples, cfg.seed, cfg.mc_unlisted > 0)]
     base = _load(cfg, base, accelerator)
     init = LoRAAdapter.load(cfg.init_from, base=base.spec) if cfg.init_from else None
     model = _peft(base, cfg, init)

@@ -55,10 +55,12 @@ class SFTJob(GeneratorJob):
         self.model = gen.hypernet
         self.device = device
         self.tasks, self.val_tasks = tasks, val_tasks
-        self.sampler = TaskSampler(tasks, min(cfg.tasks_per_batch, len(tasks)), seed=cfg.seed + process_index)
+        self.sampler = TaskSampler(tasks, min(cfg.tasks_per_batch, len(tasks)), seed=cfg.seed + process_index,
+                                   unlisted_mc=cfg.mc_unlisted)
         self._emb: dict[str, Tensor] = {}
         # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
-        self._val = [(t, ex) for t in (val_tasks or tasks) for ex in validation_examples(t, cfg.val_examples, cfg.seed)]
+        self.val_items = [(t, ex) for t in (val_tasks or tasks)
+                          for ex in validation_examples(t, cfg.val_examples, cfg.seed, cfg.mc_unlisted > 0)]
 
     # ------------------------------------------------------------------ conditioning
     def condition_text(self, task: TaskRecord, example, description: str) -> str:
@@ -97,12 +99,15 @@ class SFTJob(GeneratorJob):
                                    self.cfg.neftune_alpha)
         return ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
 
-    def validate(self) -> float | None:
-        if not self._val:
+    def validate(self, items: Sequence[tuple[TaskRecord, Any]] | None = None) -> float | None:
+        """Mean CE over ``items`` (default: :attr:`val_items`), each task's adapter made from its first
+        held-out (else training) description."""
+        items = self.val_items if items is None else items
+        if not items:
             return None
         total, n, k = 0.0, 0, self.cfg.tasks_per_batch
-        for i in range(0, len(self._val), k):
-            chunk = self._val[i:i + k]
+        for i in range(0, len(items), k):
+            chunk = items[i:i + k]
             texts = []
             for t, ex in chunk:
                 desc = (t.heldout_descriptions or t.train_descriptions or [t.name])[0]

@@ -9,7 +9,10 @@ The JSON task format is honoured: ``task_prefix`` starts each prompt, then
 joined with ``choice_prefix`` (default ``"\\n  choice: "``) unless ``append_choices_to_input`` is
 false, then ``example_output_prefix`` (default ``"\\nA: "``). A list-valued ``target`` keeps every
 accepted answer in ``meta["targets"]``; ``target_scores`` gives the choices and the gold one
-(highest score).
+(highest score). A multiple-choice prompt that lists its choices also keeps the same prompt without
+them in ``meta["prompt_unlisted"]``: the format of the benchmarks' multiple-choice items, where the
+model is scored on continuing the prompt with each choice (training can mix the two, see
+:class:`~text2lora.data.TaskSampler`).
 
 Each kept task keeps at most ``max_examples`` examples (a seeded random subset, original order
 kept) and splits them deterministically into train (90%) and validation (10%, at least 10, at most
@@ -86,11 +89,13 @@ def convert_task(task: dict, where: str = "task.json") -> tuple[list[Example], s
             choices = [str(c) for c in e["target_scores"]]
             if not choices:
                 raise DataError(f"{where}: example {i} has empty 'target_scores'")
+            meta = {}
             if append_choices:
+                meta["prompt_unlisted"] = (task_prefix + text + out_prefix).strip()
                 text += choice_prefix + choice_prefix.join(choices)
             prompt = (task_prefix + text + out_prefix).strip()
             gold = _gold_index(e["target_scores"])
-            out.append(Example(prompt=prompt, choices=choices, gold=gold, response=choices[gold]))
+            out.append(Example(prompt=prompt, choices=choices, gold=gold, response=choices[gold], meta=meta))
         else:
             target = e.get("target")
             targets = [str(t) for t in target] if isinstance(target, list) else [str(target)] if target is not None else []
