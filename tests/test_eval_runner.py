@@ -69,6 +69,8 @@ def test_parse_condition_errors_and_labels(artifacts):
     with pytest.raises(ConfigError, match=r"unknown condition 'fewshot'; valid conditions: base, icl, description, "
                                           r"adapter:PATH, oracle:PATH, t2l\[:PATH\]"):
         parse_condition("fewshot")
+    with pytest.raises(ConfigError, match="a label cannot hold one"):  # 'T2L (L, x)=t2l' split at its comma
+        parse_condition("T2L (L")
     with pytest.raises(ConfigError, match="needs a path"):
         parse_condition("hyperdecoders")
     shipped = parse_condition("t2l")  # no path: the shipped default generator

@@ -95,7 +95,9 @@ def parse_condition(text: str) -> Condition:
     kind, _, path = text.partition(":")
     kind = kind.strip().lower().replace("_", "-")
     if kind not in CONDITION_KINDS:
-        raise ConfigError(f"unknown condition {kind!r}; valid conditions: {_valid()}")
+        hint = ("; conditions are separated by commas, so a label cannot hold one (use ';' or '-')"
+                if label is None and any(c in kind for c in " ()") else "")
+        raise ConfigError(f"unknown condition {kind!r}; valid conditions: {_valid()}{hint}")
     if kind in _NEEDS_PATH - _DEFAULTS_TO_SHIPPED and not path:
         raise ConfigError(f"condition {kind!r} needs a path: {kind}:PATH")
     if kind not in _NEEDS_PATH and path:
