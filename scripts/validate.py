@@ -17,6 +17,7 @@ import torch
 
 from text2lora import TextToLoRA, load_base
 from text2lora._io import atomic_write_json
+from text2lora.errors import T2LError
 from text2lora.train import load_config
 from text2lora.train.sft import SFTJob
 from text2lora.train.tasks import recipe_tasks
@@ -35,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("generators", nargs="+", help="generator directories (a run's best/, the shipped default)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except T2LError as e:  # bad recipe, missing generator, wrong base: say what, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = load_config("sft", args.recipe)
     tasks, val_tasks = recipe_tasks(cfg, None, None)
     base = load_base(cfg.base, cfg.target_modules)
