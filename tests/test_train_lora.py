@@ -76,3 +76,7 @@ def test_mt_lora_two_steps(base, tasks, tmp_path):
     assert r.train_losses == pytest.approx(RECORDED_MT, abs=1e-5)
     ad = LoRAAdapter.load(tmp_path / "run" / "best")
     assert ad.meta["tasks"] == ["user/t0", "user/t1", "user/t2"] and r.best_val is not None
+    # eos_loss false: the same batches scored without the stop token (step 1 is the untouched base)
+    r2 = train_mt_lora(cfg("mt-lora", tasks_per_batch=3, eval_every=2, eos_loss=False), tmp_path / "no-eos",
+                       base=base, tasks=tasks[:3], val_tasks=tasks[3:], quiet=True)
+    assert r2.train_losses[0] != pytest.approx(RECORDED_MT[0], abs=1e-3)

@@ -189,3 +189,44 @@ def test_mc_unlisted_trains_and_validates_on_both_prompt_formats(base, tasks, tm
     with pytest.raises(ConfigError, match="remove mc_unlisted"):
         train_lora(load_config("lora", mc_unlisted=0.5, device="cpu"), tmp_path / "oracle", base=base,
                    tasks=listed[:1], quiet=True)
+
+
+def _stop_probability(base, examples, adapter=None) -> float:
+    """Mean probability the model gives EOS right after each example's full response."""
+    import contextlib
+
+    from text2lora.inject import apply_adapters
+
+    tb = encode_examples(base.tokenizer, examples)
+    eos = base.tokenizer.eos_token_id
+    applied = apply_adapters(base.model, adapter, base.spec) if adapter is not None else contextlib.nullcontext()
+    with torch.no_grad(), applied:
+        logits = base.model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits
+    at = (tb.labels[:, 1:] == eos).nonzero()  # (row, position whose next token is EOS)
+    return float(torch.softmax(logits[at[:, 0], at[:, 1]].float(), -1)[:, eos].mean())
+
+
+def test_eos_loss_off_trains_the_answers_but_not_where_to_stop(base, tasks, tmp_path):
+    from text2lora.inject import apply_adapters
+
+    val = tasks[0].splits["validation"]
+    with_eos, without = encode_examples(base.tokenizer, val), encode_examples(base.tokenizer, val, eos=False)
+    eos = base.tokenizer.eos_token_id
+    assert int((with_eos.labels == eos).sum()) == len(val) and int((without.labels == eos).sum()) == 0
+    assert with_eos.num_tokens == without.num_tokens + len(val)  # only the stop token differs
+    with torch.no_grad():
+        base_answers = float(lm_response_loss(base.model, without))
+    stop, answers = {}, {}
+    for flag in (True, False):
+        run = tmp_path / f"eos-{flag}"
+        cfg = sft_config(eos_loss=flag, conditioning="description", steps=80, save_every=80, warmup_frac=0.1)
+        train_sft(cfg, run, base=base, tasks=tasks[:1], quiet=True)
+        adapter = TextToLoRA.from_pretrained(run / "best").generate(tasks[0].train_descriptions[0])
+        stop[flag] = _stop_probability(base, val, adapter)
+        with torch.no_grad(), apply_adapters(base.model, adapter, base.spec):
+            answers[flag] = float(lm_response_loss(base.model, without))
+    # with the label the adapter learns to stop after the answer (0.001 -> 0.16 here); without it the
+    # stop stays near the base's (0.003)
+    assert _stop_probability(base, val) < 0.01 and stop[True] > 0.1 and stop[False] < 0.01
+    # both learn the answers (CE 7.1 -> 6.0 with the label, 4.9 without)
+    assert answers[True] < base_answers - 1.0 and answers[False] < base_answers - 1.0

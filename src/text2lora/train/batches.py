@@ -45,17 +45,20 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_examples(tokenizer: Any, examples: Sequence[Example], max_prompt_tokens: int = 512,
-                    max_response_tokens: int = 512) -> TextBatch:
-    """Tokenise prompt + response pairs into one right-padded batch."""
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
+                    max_response_tokens: int = 512, eos: bool = True) -> TextBatch:
+    """Tokenise prompt + response pairs into one right-padded batch. With ``eos`` the tokenizer's EOS
+    ends each response and is a label (the model learns where to stop); without it only the
+    response's own tokens are labels."""
+    eos_id = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_id if eos_id is not None else 0)
+    stop = [eos_id] if eos and eos_id is not None else []
     rows, labels = [], []
     for ex in examples:
         prompt = _ids(tokenizer, format_prompt(ex, tokenizer, "zero_shot"))[-max_prompt_tokens:]
         target = ex.target
         prefill = ex.meta.get("prefill") if ex.meta else None
         response = _ids(tokenizer, (" " if prefill else "") + target)
-        response = (response + ([eos] if eos is not None else []))[:max_response_tokens]
+        response = (response + stop)[:max_response_tokens]
         if not response:
             raise DataError(f"example {ex.prompt[:40]!r} has an empty response; nothing to learn from")
         rows.append(prompt + response)

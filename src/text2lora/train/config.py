@@ -100,6 +100,10 @@ class _TaskData:
     """Probability that a training multiple-choice example whose prompt lists its choices (BIG-bench)
     is shown without them, as the benchmarks' multiple-choice items are; with it above 0, validation
     measures each such example in both formats."""
+    eos_loss: bool = True
+    """Train the end-of-response token (the tokenizer's EOS) after each answer. Most BIG-bench answers
+    are a few words, so an adapter trained to stop after them stops early on long-form tasks too
+    (chain-of-thought, code); ``false`` leaves when to stop to the base model."""
 
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[misc]  # TrainConfig's, next in the recipes' MRO

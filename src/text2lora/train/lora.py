@@ -96,7 +96,7 @@ class LoRAJob:
 
     def _ce(self, examples: list[Example], smoothing: float) -> Tensor:
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
-                             self.cfg.max_response_tokens).to(self.device)
+                             self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
         return lm_response_loss(self.model, tb, smoothing)
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:

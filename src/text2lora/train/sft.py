@@ -86,7 +86,7 @@ class SFTJob(GeneratorJob):
         """(CE, L2 of generated weights) for rows ``examples`` conditioned on ``texts``."""
         adapters = self.model(self.embed(texts))
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
-                             self.cfg.max_response_tokens).to(self.device)
+                             self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
         with apply_adapters(self.base.model, adapters, self.base.spec), \
                 neftune(self.base.model, noise, tb.attention_mask):
             ce = lm_response_loss(self.base.model, tb, label_smoothing)
