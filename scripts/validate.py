@@ -15,8 +15,8 @@ import sys
 
 import torch
 
+from _table import report
 from text2lora import TextToLoRA, load_base
-from text2lora._io import atomic_write_json
 from text2lora.errors import T2LError
 from text2lora.train import load_config
 from text2lora.train.sft import SFTJob
@@ -60,14 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             if ce is not None:
                 row[f"{name} ({len(items)})"] = round(ce, 4)
         out[path] = row
-    cols = list(next(iter(out.values())))
-    print("| generator | " + " | ".join(cols) + " |")
-    print("|---|" + "---:|" * len(cols))
-    for path, row in out.items():
-        print(f"| {path} | " + " | ".join(f"{row.get(c, float('nan')):.3f}" for c in cols) + " |")
-    if args.json:
-        atomic_write_json(args.json, {"recipe": args.recipe, "validation_ce": out})
-    return 0
+    return report("generator", out, args.json, recipe=args.recipe, measure="validation CE")
 
 
 if __name__ == "__main__":
