@@ -103,7 +103,8 @@ class _TaskData:
     eos_loss: bool = True
     """Train the end-of-response token (the tokenizer's EOS) after each answer. Most BIG-bench answers
     are a few words, so an adapter trained to stop after them stops early on long-form tasks too
-    (chain-of-thought, code); ``false`` leaves when to stop to the base model."""
+    (chain-of-thought); ``false`` drops that label, and the adapters learn the answers but no longer
+    when to stop (they end fewer answers than the base model: docs/RESULTS.md section 2)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[misc]  # TrainConfig's, next in the recipes' MRO
