@@ -27,13 +27,14 @@ import torch
 
 from _table import report
 from text2lora import TextToLoRA, load_base
+from text2lora.base import lm_parts
 from text2lora.data import alignment_set, format_prompt, get_task
 from text2lora.errors import T2LError
 from text2lora.eval.runner import select_examples
 from text2lora.eval.scoring import generate
 from text2lora.inject import apply_adapters
 from text2lora.train import load_config
-from text2lora.train.sft import SFTJob
+from text2lora.train.sft import SFTJob, validation_description
 from text2lora.train.tasks import recipe_tasks
 
 
@@ -58,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stop_first(base, prompt: str, adapter) -> float:
     ids = base.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    body, head = lm_parts(base.model)  # the vocabulary projection only where it is read: the last position
     applied = apply_adapters(base.model, adapter, base.spec) if adapter is not None else contextlib.nullcontext()
-    with torch.no_grad(), applied:
-        logits = base.model(input_ids=ids).logits[0, -1]
-    return float(torch.softmax(logits.float(), -1)[base.tokenizer.eos_token_id])
+    with torch.inference_mode(), applied:
+        logits = head(body(input_ids=ids).last_hidden_state[0, -1])
+    return float(torch.softmax(logits, -1)[base.tokenizer.eos_token_id])
 
 
 def _generators(paths: list[str], base) -> dict[str, TextToLoRA]:
@@ -76,7 +78,7 @@ def _run_recipe(args: argparse.Namespace) -> int:
     gens = _generators(args.generators, base)
     job = SFTJob(cfg, base, next(iter(gens.values())), tasks, val_tasks, torch.device("cpu"))
     prompts = [format_prompt(ex, base.tokenizer, "zero_shot") for _, ex in job.val_items]
-    descriptions = [(t.heldout_descriptions or t.train_descriptions or [t.name])[0] for t, _ in job.val_items]
+    descriptions = [validation_description(t) for t, _ in job.val_items]
     out: dict[str, dict[str, float]] = {}
     for label, gen in [("base", None), *gens.items()]:
         made = {d: gen.generate(d) for d in set(descriptions)} if gen is not None else {}

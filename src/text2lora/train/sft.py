@@ -110,8 +110,7 @@ class SFTJob(GeneratorJob):
             chunk = items[i:i + k]
             texts = []
             for t, ex in chunk:
-                desc = (t.heldout_descriptions or t.train_descriptions or [t.name])[0]
-                texts.append(self.condition_text(t, ex, desc))
+                texts.append(self.condition_text(t, ex, validation_description(t)))
             ce, _ = self.forward_loss(texts, [ex for _, ex in chunk], 0.0, 0.0)
             total += float(ce) * len(chunk)
             n += len(chunk)
@@ -123,6 +122,12 @@ class SFTJob(GeneratorJob):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
+
+
+def validation_description(task: TaskRecord) -> str:
+    """The description a validation task's adapter is made from: its first held-out description,
+    else its first training one, else its name."""
+    return (task.heldout_descriptions or task.train_descriptions or [task.name])[0]
 
 
 def build_generator(cfg: SFTConfig, base: BaseModel, task_names: list[str], encoder=None) -> TextToLoRA:
