@@ -108,3 +108,23 @@ def test_chat_one_message(tiny_ckpt, capsys):
     adapter = TextToLoRA.from_pretrained(tiny_ckpt, base=b).generate("Say hi.")
     assert captured.out == chat(b, "hello", adapter, max_new_tokens=5) + "\n"
     assert len(b.tokenizer(captured.out)["input_ids"]) >= 3
+
+
+def test_closed_pipe_stops_quietly(tmp_path, monkeypatch, capsys):
+    """`t2l data list | head -1`: the reader leaves early; no traceback, the SIGPIPE exit status."""
+    sink = open(tmp_path / "sink", "w")
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["data", "list"]) == 141
+    assert capsys.readouterr().err == ""
+    sink.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from text2lora.data.sampler import mean_answer_words
 from text2lora.data import (BENCHMARKS, GSM8K_PREFILL, Example, TaskRecord, TaskSampler, format_prompt,
                             icl_shots)
 from text2lora.data.descriptions import (ALIGNMENT_KINDS, alignment_set, benchmark_descriptions,
@@ -235,3 +236,60 @@ def test_sampler_unlisted_resumes_and_needs_unlisted_prompts():
     assert ex.prompt.startswith("Q: item 0.3\n  choice:")  # the stored example is unchanged
     plain = Example("q", "a")
     assert plain.without_listed_choices() is plain
+
+
+def _length_tasks() -> list[TaskRecord]:
+    """Ten tasks: t0-t1 answer in 12 words, the rest in one."""
+    def answer(i: int, k: int) -> str:
+        return " ".join(f"w{i}.{k}.{j}" for j in range(12)) if i < 2 else f"a{i}.{k}"
+    return [TaskRecord(name=f"t{i}", source="user", license="-", citation="", metric="exact_match",
+                       train_descriptions=[f"desc {i}"], heldout_descriptions=[],
+                       splits={"train": [Example(f"q{i}.{k}", answer(i, k)) for k in range(4)]})
+            for i in range(10)]
+
+
+def test_sampler_draws_long_answer_tasks_as_often_as_weighted():
+    tasks = _length_tasks()
+    assert mean_answer_words(tasks[0]) == 12.0 and mean_answer_words(tasks[5]) == 1.0
+    assert mean_answer_words(tasks[0], "validation") == 0.0
+
+    def shares(weight: float, seed: int = 0) -> tuple[float, list]:
+        s = TaskSampler(tasks, tasks_per_batch=3, seed=seed, long_answer_weight=weight, long_answer_words=10)
+        rows = [[t.name for t, _, _ in s.next_batch()] for _ in range(3000)]
+        assert all(len(set(r)) == 3 for r in rows)  # still distinct tasks in a batch
+        flat = [n for r in rows for n in r]
+        return sum(n in ("t0", "t1") for n in flat) / len(flat), rows[:20]
+
+    even, first_even = shares(1.0)
+    assert abs(even - 0.2) < 0.02  # 2 of 10 tasks
+    up, first_up = shares(4.0)
+    assert up > 0.38  # drawn much more often (without replacement a batch holds at most both of them)
+    assert up < 2 / 3
+    down, _ = shares(0.25)
+    assert down < 0.08
+    assert shares(4.0)[1] == first_up and first_up != first_even  # deterministic, and a different stream
+    # the default draws exactly the stream of a sampler built without the option
+    plain = TaskSampler(tasks, tasks_per_batch=3, seed=0)
+    assert [[t.name for t, _, _ in plain.next_batch()] for _ in range(20)] == first_even
+    s = TaskSampler(tasks, tasks_per_batch=3, long_answer_weight=4.0)
+    assert s.long_tasks == ["t0", "t1"] and TaskSampler(tasks, tasks_per_batch=3).long_tasks == []
+
+
+def test_sampler_long_answer_weight_resumes_and_refuses_a_no_op():
+    tasks = _length_tasks()
+    s = TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=3.0)
+    for _ in range(6):
+        s.next_batch()
+    state = json.loads(json.dumps(s.state_dict()))
+    expected = [[t.name for t, _, _ in s.next_batch()] for _ in range(5)]
+    resumed = TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=3.0)
+    resumed.load_state_dict(state)
+    assert [[t.name for t, _, _ in resumed.next_batch()] for _ in range(5)] == expected
+    with pytest.raises(DataError, match="long_answer_weight"):
+        TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=2.0).load_state_dict(state)
+    with pytest.raises(DataError, match="none of the 10 training tasks have answers of 50\\+ words"):
+        TaskSampler(tasks, tasks_per_batch=3, long_answer_weight=4.0, long_answer_words=50)
+    with pytest.raises(DataError, match="all of the 10 training tasks"):
+        TaskSampler(tasks, tasks_per_batch=3, long_answer_weight=4.0, long_answer_words=1)
+    with pytest.raises(ValueError, match="long_answer_weight must be positive"):
+        TaskSampler(tasks, tasks_per_batch=3, long_answer_weight=0.0)

@@ -10,10 +10,11 @@ import torch
 
 from conftest import make_base, random_adapter
 from text2lora.data import BENCHMARKS, Example, TaskRecord
-from text2lora.errors import AdapterError, ConfigError
+from text2lora.errors import AdapterError, ConfigError, T2LError
 from text2lora.eval import runner
 from text2lora.eval.conditions import ConditionResolver, parse_condition
-from text2lora.eval.report import compare, csv_table, markdown_table, summarize, write_reports
+from text2lora.eval.report import (compare, csv_table, markdown_table, paired_difference, paired_markdown, summarize,
+                                   write_reports)
 from text2lora.eval.runner import EvalConfig, load_results, run_eval, select_examples
 
 OLMO = Path(__file__).parent / "fixtures" / "data" / "olmo"
@@ -257,6 +258,40 @@ def test_reports_and_compare(base, tmp_path):
     assert "acc_norm" in markdown_table(summarize(recs, "acc_norm"))
 
 
+def test_paired_difference_on_known_items():
+    def rec(cond, task, i, ok):
+        metric = "choice_acc" if task == "arc_easy" else "gsm8k"
+        r = {"condition": cond, "task": task, "split": "test", "index": i, "metric": metric}
+        return {**r, "acc": ok, "acc_norm": ok} if metric == "choice_acc" else {**r, "correct": ok}
+    recs = []
+    for i in range(100):  # ARC-e: b wins 30 items, loses 10, ties 60 -> +20; GSM8K: identical -> 0
+        a_ok = 1.0 if 30 <= i < 40 or i >= 70 else 0.0
+        b_ok = 1.0 if i < 30 or i >= 70 else 0.0
+        recs += [rec("A", "arc_easy", i, a_ok), rec("B", "arc_easy", i, b_ok)]
+        recs += [rec("A", "gsm8k", i, float(i % 3 == 0)), rec("B", "gsm8k", i, float(i % 3 == 0))]
+    recs.append(rec("A", "arc_easy", 500, 1.0))  # scored by one condition only: left out
+    res = paired_difference(recs, "A", "B")
+    arc, gsm = res["tasks"]
+    assert (arc["task"], arc["n"], arc["wins"], arc["losses"]) == ("arc_easy", 100, 30, 10)
+    assert arc["a"] == pytest.approx(40.0) and arc["b"] == pytest.approx(60.0) and arc["diff"] == pytest.approx(20.0)
+    # paired: a resample's difference is (wins - losses) / n, sd = sqrt(0.4 - 0.04) / 10 * 100 = 6 points
+    assert arc["ci"][0] == pytest.approx(20 - 1.96 * 6, abs=1.5) and arc["ci"][1] == pytest.approx(20 + 1.96 * 6, abs=1.5)
+    assert gsm["diff"] == 0.0 and gsm["ci"] == [0.0, 0.0]
+    avg = res["average"]
+    assert avg["diff"] == pytest.approx(10.0) and avg["ci"][0] > 0 and avg["p_not_above"] < 0.01
+    assert paired_difference(recs, "A", "B")["average"] == avg  # seeded
+    reverse = paired_difference(recs, "B", "A")["average"]
+    assert reverse["diff"] == pytest.approx(-10.0) and reverse["p_not_above"] > 0.99
+    only = paired_difference(recs, "A", "B", tasks=["gsm8k"])
+    assert [r["task"] for r in only["tasks"]] == ["gsm8k"] and only["average"]["p_not_above"] == 1.0
+    md = paired_markdown(res).splitlines()
+    assert md[4].startswith("| ARC-e | 100 | 40.0 | 60.0 | +20.00 |") and md[6].startswith("| **average** |")
+    with pytest.raises(T2LError, match="no results for condition 'C'; these have results: \\['A', 'B'\\]"):
+        paired_difference(recs, "A", "C")
+    with pytest.raises(T2LError, match="share no scored items on \\['boolq'\\]"):
+        paired_difference(recs, "A", "B", tasks=["boolq"])
+
+
 # ----------------------------------------------------------------------------- CLI and watcher
 
 @pytest.fixture(scope="module")
@@ -281,6 +316,12 @@ def test_cli_eval_errors_and_compare(tiny_dir, tmp_path, capsys):
     assert "valid conditions: base, icl, description" in capsys.readouterr().err
     assert main(["eval", "--compare", str(out / "results.json"), str(out)]) == 0
     assert "+0.00" in capsys.readouterr().out
+    assert main(["eval", "--paired", str(out), "base", "base + description"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("b - a on the same items (paired bootstrap") and "| **average** |" in text
+    assert json.loads((out / "paired_base__vs__base___description.json").read_text())["b"] == "base + description"
+    assert main(["eval", "--paired", str(out), "base", "T2L"]) == 2
+    assert "no results for condition 'T2L'" in capsys.readouterr().err
     # --table: a sub-table (chosen rows and columns, the average over those columns only)
     summary = json.loads((out / "results.json").read_text())["summary"]
     first = summary["tasks"][0]

@@ -191,6 +191,30 @@ def test_mc_unlisted_trains_and_validates_on_both_prompt_formats(base, tasks, tm
                    tasks=listed[:1], quiet=True)
 
 
+def test_long_answer_weight_reaches_the_task_samplers_and_is_refused_by_oracles(base, tasks, tmp_path):
+    from text2lora.data import Example
+    from text2lora.errors import ConfigError, DataError
+    from text2lora.train import load_config, train_lora, train_mt_lora
+    # the fixture's answers are one word: the sampler (so the option reached it) refuses a weight that does nothing
+    with pytest.raises(DataError, match="none of the 3 training tasks have answers of 10\\+ words"):
+        train_sft(sft_config(long_answer_weight=4.0), tmp_path / "sft", base=base, tasks=tasks[:3], quiet=True)
+    with pytest.raises(DataError, match="none of the 3 training tasks"):
+        train_mt_lora(load_config("mt-lora", long_answer_weight=4.0, tasks_per_batch=3, steps=1, device="cpu"),
+                      tmp_path / "mt", base=base, tasks=tasks[:3], quiet=True)
+    # one task with long answers: trained, and the batches differ from the unweighted stream
+    long = [t for t in tasks[:3]]
+    long[0] = type(long[0])(**{**long[0].__dict__, "splits": {
+        **long[0].splits, "train": [Example(e.prompt, " ".join([e.target] * 12)) for e in long[0].splits["train"]]}})
+    runs = {w: train_sft(sft_config(long_answer_weight=w, tasks_per_batch=2, steps=3), tmp_path / f"w{w}", base=base,
+                         tasks=long, quiet=True).train_losses for w in (1.0, 8.0)}
+    assert runs[1.0] != pytest.approx(runs[8.0], abs=1e-4)
+    with pytest.raises(ConfigError, match="long_answer_weight must be positive"):
+        load_config("sft", long_answer_weight=0.0)
+    with pytest.raises(ConfigError, match="remove long_answer_weight"):
+        train_lora(load_config("lora", long_answer_weight=2.0, device="cpu"), tmp_path / "oracle", base=base,
+                   tasks=tasks[:1], quiet=True)
+
+
 def _stop_probability(base, examples, adapter=None) -> float:
     """Mean probability the model gives EOS right after each example's full response."""
     import contextlib

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="print B - A of two results.json files (or eval directories) and exit")
+    p.add_argument("--paired", nargs=3, metavar=("OUT", "A", "B"),
+                   help="print B - A of two conditions of OUT on the items both scored, with paired bootstrap 95%% "
+                        "intervals per benchmark and on average (--benchmarks selects), and exit")
     p.add_argument("--report", metavar="OUT",
                    help="only (re)write the reports of OUT from its results.jsonl (e.g. of a run still going) and exit")
     p.add_argument("--table", metavar="OUT",
@@ -127,6 +130,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     if args.report:
         return _report_only(args.report, args.mc_metric)
+    if args.paired:
+        return _paired_only(*args.paired, args.benchmarks, args.mc_metric, args.seed)
     if args.table:
         return _table_only(args.table, args.benchmarks, args.conditions, args.mc_metric, args.png)
     args.benchmarks = args.benchmarks or "all"
@@ -192,6 +197,25 @@ def _table_only(out: str, benchmarks: str | None, conditions: str | None, mc_met
     print(markdown_table(summary), end="")
     if png and not bar_chart(summary, png):
         raise T2LError("--png needs matplotlib: pip install 'text-to-lora[train]'")
+    return 0
+
+
+def _paired_only(out: str, a: str, b: str, benchmarks: str | None, mc_metric: str, seed: int) -> int:
+    from pathlib import Path
+
+    from .._io import atomic_write_json
+    from ..errors import T2LError
+    from ..eval.report import paired_difference, paired_markdown
+    from ..eval.runner import load_results
+
+    records = load_results(Path(out) / "results.jsonl")
+    if not records:
+        raise T2LError(f"{out} has no results.jsonl with results; run `t2l eval --out {out} ...` first")
+    tasks = None if benchmarks in (None, "all") else _csv(benchmarks)
+    result = paired_difference(records, a, b, tasks, mc_metric, seed=seed)
+    print(paired_markdown(result), end="")
+    safe = "".join(ch if ch.isalnum() else "_" for ch in f"{a}__vs__{b}")[:120]
+    atomic_write_json(Path(out) / f"paired_{safe}.json", result)
     return 0
 
 

@@ -3,8 +3,9 @@
 Every task is equally likely to appear in a batch regardless of its size; each sample gets one of
 its task's training descriptions at random. With ``unlisted_mc`` > 0, a multiple-choice example
 whose prompt lists its choices (BIG-bench) is shown with that probability without them, the format
-of the benchmarks' multiple-choice items. The stream is infinite and fully determined by the
-seed; :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
+of the benchmarks' multiple-choice items. With ``long_answer_weight`` != 1, tasks whose answers are
+long (a mean of at least ``long_answer_words`` words) are drawn that many times as often as the
+others, still at most once a batch. The stream is infinite and fully determined by the seed; :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any, Iterator
 from ..errors import DataError
 from .records import Example, TaskRecord
 
-__all__ = ["TaskSampler"]
+__all__ = ["TaskSampler", "mean_answer_words"]
+
+
+def mean_answer_words(task: TaskRecord, split: str = "train") -> float:
+    """Mean length in words of the targets (:attr:`Example.target`) of a task's ``split``."""
+    examples = task.splits.get(split) or []
+    return sum(len(ex.target.split()) for ex in examples) / len(examples) if examples else 0.0
 
 
 class TaskSampler:
@@ -28,14 +35,21 @@ class TaskSampler:
         split: split to draw examples from.
         unlisted_mc: probability of showing a multiple-choice example without its listed choices
             (:meth:`Example.without_listed_choices`).
+        long_answer_weight: relative chance of drawing a task whose answers are long; 1 draws every
+            task equally often (and the same stream as before the option existed).
+        long_answer_words: mean answer length, in words, from which a task counts as long.
     """
 
     def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
-                 unlisted_mc: float = 0.0):
+                 unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10):
         if tasks_per_batch < 1:
             raise ValueError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
             raise ValueError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
+        if long_answer_weight <= 0:
+            raise ValueError(f"long_answer_weight must be positive, got {long_answer_weight}")
+        if long_answer_words < 1:
+            raise ValueError(f"long_answer_words must be >= 1, got {long_answer_words}")
         if len(tasks) < tasks_per_batch:
             raise DataError(f"TaskSampler needs at least tasks_per_batch={tasks_per_batch} tasks, got {len(tasks)}")
         for t in tasks:
@@ -55,12 +69,35 @@ class TaskSampler:
             raise DataError("unlisted_mc is set but no multiple-choice example of the training tasks lists its "
                             "choices in its prompt (BIG-bench's do); a BIG-bench collection built by an earlier "
                             "text2lora lacks the unlisted prompts: rebuild it with `t2l data fetch bigbench`")
+        self.long_answer_weight = long_answer_weight
+        self.long_answer_words = long_answer_words
+        #: per-task sampling weights, or None when every task is equally likely
+        self.weights: list[float] | None = None
+        if long_answer_weight != 1.0:
+            self.weights = [long_answer_weight if mean_answer_words(t, split) >= long_answer_words else 1.0
+                            for t in tasks]
+            if len(set(self.weights)) == 1:
+                raise DataError(f"long_answer_weight is set but {'all' if self.weights[0] != 1.0 else 'none'} of the "
+                                f"{len(tasks)} training tasks have answers of {long_answer_words}+ words on average, "
+                                "so the weight changes nothing; change long_answer_words or drop the option")
         self._rng = random.Random(seed)
         self._batches = 0
 
+    @property
+    def long_tasks(self) -> list[str]:
+        """Names of the tasks drawn ``long_answer_weight`` times as often (empty when unweighted)."""
+        return [t.name for t, w in zip(self.tasks, self.weights or []) if w != 1.0]
+
+    def _pick_tasks(self) -> list[int]:
+        if self.weights is None:
+            return self._rng.sample(range(len(self.tasks)), self.tasks_per_batch)
+        # weighted sampling without replacement (Efraimidis & Spirakis): the k largest u ** (1 / w)
+        keys = [self._rng.random() ** (1.0 / w) for w in self.weights]
+        return sorted(range(len(keys)), key=keys.__getitem__, reverse=True)[:self.tasks_per_batch]
+
     def next_batch(self) -> list[tuple[TaskRecord, Example, str]]:
         """Draw the next batch."""
-        picked = self._rng.sample(range(len(self.tasks)), self.tasks_per_batch)
+        picked = self._pick_tasks()
         batch = []
         for i in picked:
             task = self.tasks[i]
@@ -81,7 +118,8 @@ class TaskSampler:
         """JSON-serialisable state: seed, batches drawn, and the generator state."""
         version, internal, gauss = self._rng.getstate()
         return {"seed": self.seed, "tasks_per_batch": self.tasks_per_batch, "split": self.split,
-                "unlisted_mc": self.unlisted_mc, "task_names": [t.name for t in self.tasks], "batches": self._batches,
+                "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
+                "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks], "batches": self._batches,
                 "rng": [version, list(internal), gauss]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -90,8 +128,11 @@ class TaskSampler:
         if state.get("task_names") != names:
             raise DataError("sampler state was saved for a different task list; resume with the same tasks")
         if (state.get("tasks_per_batch") != self.tasks_per_batch or state.get("split") != self.split
-                or state.get("unlisted_mc", 0.0) != self.unlisted_mc):
-            raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc")
+                or state.get("unlisted_mc", 0.0) != self.unlisted_mc
+                or state.get("long_answer_weight", 1.0) != self.long_answer_weight
+                or (self.weights is not None and state.get("long_answer_words", 10) != self.long_answer_words)):
+            raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
+                            "long_answer_weight/long_answer_words; resume with the run's own config")
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
         self._batches = int(state["batches"])

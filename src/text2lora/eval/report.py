@@ -19,7 +19,8 @@ from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read
 from ..data import BENCHMARKS
 from ..errors import T2LError
 
-__all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare", "MC_METRIC_NOTE"]
+__all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare", "paired_difference",
+           "paired_markdown", "MC_METRIC_NOTE"]
 
 MC_METRIC_NOTE = {"acc": "multiple choice: log-likelihood accuracy, summed over the choice's tokens (acc)",
                   "acc_norm": "multiple choice: log-likelihood accuracy, normalised by the choice's length in "
@@ -197,4 +198,70 @@ def compare(a: str | Path, b: str | Path, mc_metric: str | None = None) -> str:
         lines.append(f"| {c} | " + " | ".join(row) + f" | {avg} |")
     if notes:
         lines += ["", "different example counts: " + "; ".join(notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _item_scores(records: Sequence[dict[str, Any]], condition: str, mc_metric: str) -> dict[tuple[str, str, int], float]:
+    return {(r["task"], r["split"], r["index"]): 100.0 * (r[mc_metric] if r["metric"] == "choice_acc" else r["correct"])
+            for r in records if r["condition"] == condition}
+
+
+def paired_difference(records: Sequence[dict[str, Any]], a: str, b: str, tasks: Sequence[str] | None = None,
+                      mc_metric: str = "acc_norm", n_boot: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """``b - a`` on the items both conditions scored, with paired bootstrap 95% intervals.
+
+    Each resample draws, per task, that task's items with replacement and keeps both conditions'
+    scores of each drawn item together, so the interval reflects how much the two conditions differ
+    on the same items rather than how hard the items are. The average is over tasks (each task
+    weighs the same, as in the tables). ``p_not_above`` is the share of resamples in which ``b`` is
+    not above ``a`` on average (a one-sided bootstrap p-value).
+    """
+    import numpy as np
+
+    sa, sb = _item_scores(records, a, mc_metric), _item_scores(records, b, mc_metric)
+    for label, scores in ((a, sa), (b, sb)):
+        if not scores:
+            have = sorted({r["condition"] for r in records})
+            raise T2LError(f"no results for condition {label!r}; these have results: {have}")
+    common = sorted(set(sa) & set(sb))
+    names = _ordered([k[0] for k in common], tasks or list(BENCHMARKS))
+    if tasks:
+        missing = [t for t in tasks if t not in names]
+        if missing:
+            raise T2LError(f"{a!r} and {b!r} share no scored items on {missing}; score both there first")
+        names = [t for t in names if t in tasks]
+    if not names:
+        raise T2LError(f"{a!r} and {b!r} share no scored items; evaluate both on the same benchmarks and --seed")
+    rng = np.random.default_rng(seed)
+    rows, boot_means = [], []
+    for t in names:
+        keys = [k for k in common if k[0] == t]
+        d = np.array([sb[k] - sa[k] for k in keys])
+        boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        boot_means.append(boot)
+        rows.append({"task": t, "n": len(d), "a": float(np.mean([sa[k] for k in keys])),
+                     "b": float(np.mean([sb[k] for k in keys])), "diff": float(d.mean()),
+                     "ci": [float(x) for x in np.percentile(boot, [2.5, 97.5])],
+                     "wins": int((d > 0).sum()), "losses": int((d < 0).sum())})
+    avg_boot = np.mean(boot_means, axis=0)
+    avg = {"a": float(np.mean([r["a"] for r in rows])), "b": float(np.mean([r["b"] for r in rows])),
+           "diff": float(np.mean([r["diff"] for r in rows])),
+           "ci": [float(x) for x in np.percentile(avg_boot, [2.5, 97.5])],
+           "p_not_above": float((avg_boot <= 0).mean())}
+    return {"a": a, "b": b, "mc_metric": mc_metric, "n_boot": n_boot, "seed": seed, "tasks": rows, "average": avg}
+
+
+def paired_markdown(result: dict[str, Any]) -> str:
+    """A table of :func:`paired_difference`: per task and on average, both scores, b - a and its interval."""
+    a, b = result["a"], result["b"]
+    lines = [f"b - a on the same items (paired bootstrap, {result['n_boot']} resamples, 95% interval); "
+             f"a = {a}, b = {b}", "",
+             "| benchmark | n | a | b | b - a | 95% interval | items b wins / loses |", "|---|---:|---:|---:|---:|---|---:|"]
+    for r in result["tasks"]:
+        lines.append(f"| {_SHORT.get(r['task'], r['task'])} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | {r['diff']:+.2f} "
+                     f"| [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] | {r['wins']} / {r['losses']} |")
+    v = result["average"]
+    lines.append(f"| **average** | | {v['a']:.2f} | {v['b']:.2f} | **{v['diff']:+.2f}** "
+                 f"| [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}] | |")
+    lines += ["", f"share of resamples with b not above a on average: {v['p_not_above']:.4f}"]
     return "\n".join(lines) + "\n"

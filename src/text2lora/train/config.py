@@ -106,10 +106,20 @@ class _TaskData:
     (chain-of-thought); ``false`` drops that label, and the adapters learn the answers but no longer
     when to stop (they end fewer answers than the base model: docs/RESULTS.md section 2)."""
 
+    long_answer_weight: float = 1.0
+    """How many times as often a training task with long answers (mean of ``long_answer_words``
+    words or more) is drawn as the others; 1 draws every task equally often."""
+    long_answer_words: int = 10
+    """Mean answer length, in words, from which a training task counts as long."""
+
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[misc]  # TrainConfig's, next in the recipes' MRO
         if not 0.0 <= self.mc_unlisted <= 1.0:
             raise ConfigError(f"mc_unlisted must be in [0, 1], got {self.mc_unlisted}")
+        if self.long_answer_weight <= 0:
+            raise ConfigError(f"long_answer_weight must be positive (1 = off), got {self.long_answer_weight}")
+        if self.long_answer_words < 1:
+            raise ConfigError(f"long_answer_words must be >= 1, got {self.long_answer_words}")
 
 
 @dataclass

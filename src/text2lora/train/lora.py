@@ -84,7 +84,9 @@ class LoRAJob:
         self.val = val
         if tasks is not None:
             k = min(getattr(cfg, "tasks_per_batch", cfg.batch_size), len(tasks))
-            self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted)
+            self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted,
+                                            long_answer_weight=cfg.long_answer_weight,
+                                            long_answer_words=cfg.long_answer_words)
         else:
             assert train is not None
             self.sampler = ExampleSampler(len(train), cfg.batch_size, seed=cfg.seed + process_index)
@@ -161,6 +163,9 @@ def train_lora(cfg: LoRAConfig, out: str | Path, *, resume: bool = False, quiet:
     if cfg.mc_unlisted:
         raise ConfigError("mc_unlisted mixes prompt formats in the multi-task recipes (mt-lora, sft); an oracle "
                           "LoRA trains on its task's examples as stored: remove mc_unlisted from this recipe")
+    if cfg.long_answer_weight != 1.0:
+        raise ConfigError("long_answer_weight sets how often each task is drawn in the multi-task recipes (mt-lora, "
+                          "sft); an oracle LoRA trains on one task: remove long_answer_weight from this recipe")
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     if tasks is None:

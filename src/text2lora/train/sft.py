@@ -56,7 +56,8 @@ class SFTJob(GeneratorJob):
         self.device = device
         self.tasks, self.val_tasks = tasks, val_tasks
         self.sampler = TaskSampler(tasks, min(cfg.tasks_per_batch, len(tasks)), seed=cfg.seed + process_index,
-                                   unlisted_mc=cfg.mc_unlisted)
+                                   unlisted_mc=cfg.mc_unlisted, long_answer_weight=cfg.long_answer_weight,
+                                   long_answer_words=cfg.long_answer_words)
         self._emb: dict[str, Tensor] = {}
         # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
         self.val_items = [(t, ex) for t in (val_tasks or tasks)
