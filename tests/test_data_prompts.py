@@ -155,16 +155,23 @@ def test_sampler_batches_distinct_balanced_deterministic():
     assert [(t.name, e.prompt) for t, e, _ in other] != [(t.name, e.prompt) for t, e, _ in batches[0]]
 
 
-def test_sampler_resume_exactly():
-    tasks = _tasks()
-    s = TaskSampler(tasks, tasks_per_batch=4, seed=0)
-    for _ in range(7):
+def _assert_resumes_exactly(make, skip: int) -> dict:
+    """Draw ``skip`` batches and save the state through JSON; a fresh sampler resumed from it draws the
+    same next five batches. Returns the state."""
+    s = make()
+    for _ in range(skip):
         s.next_batch()
-    state = json.loads(json.dumps(s.state_dict()))  # survives JSON
+    state = json.loads(json.dumps(s.state_dict()))
     expected = [[(t.name, e.prompt, d) for t, e, d in s.next_batch()] for _ in range(5)]
-    resumed = TaskSampler(tasks, tasks_per_batch=4, seed=0)
+    resumed = make()
     resumed.load_state_dict(state)
     assert [[(t.name, e.prompt, d) for t, e, d in resumed.next_batch()] for _ in range(5)] == expected
+    return state
+
+
+def test_sampler_resume_exactly():
+    tasks = _tasks()
+    state = _assert_resumes_exactly(lambda: TaskSampler(tasks, tasks_per_batch=4, seed=0), skip=7)
     with pytest.raises(DataError, match="different task list"):
         TaskSampler(tasks[:-1], tasks_per_batch=4).load_state_dict(state)
 
@@ -216,14 +223,7 @@ def test_sampler_shows_listed_choices_or_not_as_asked():
 
 def test_sampler_unlisted_resumes_and_needs_unlisted_prompts():
     tasks = _mc_tasks()
-    s = TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.5)
-    for _ in range(5):
-        s.next_batch()
-    state = json.loads(json.dumps(s.state_dict()))
-    expected = [(t.name, e.prompt) for _ in range(5) for t, e, _ in s.next_batch()]
-    resumed = TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.5)
-    resumed.load_state_dict(state)
-    assert [(t.name, e.prompt) for _ in range(5) for t, e, _ in resumed.next_batch()] == expected
+    state = _assert_resumes_exactly(lambda: TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.5), skip=5)
     with pytest.raises(DataError, match="unlisted_mc"):
         TaskSampler(tasks, tasks_per_batch=2, seed=1, unlisted_mc=0.25).load_state_dict(state)
     with pytest.raises(DataError, match="rebuild it with `t2l data fetch bigbench`"):
@@ -277,14 +277,8 @@ def test_sampler_draws_long_answer_tasks_as_often_as_weighted():
 
 def test_sampler_long_answer_weight_resumes_and_refuses_a_no_op():
     tasks = _length_tasks()
-    s = TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=3.0)
-    for _ in range(6):
-        s.next_batch()
-    state = json.loads(json.dumps(s.state_dict()))
-    expected = [[t.name for t, _, _ in s.next_batch()] for _ in range(5)]
-    resumed = TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=3.0)
-    resumed.load_state_dict(state)
-    assert [[t.name for t, _, _ in resumed.next_batch()] for _ in range(5)] == expected
+    state = _assert_resumes_exactly(lambda: TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=3.0),
+                                    skip=6)
     with pytest.raises(DataError, match="long_answer_weight"):
         TaskSampler(tasks, tasks_per_batch=3, seed=2, long_answer_weight=2.0).load_state_dict(state)
     with pytest.raises(DataError, match="none of the 10 training tasks have answers of 50\\+ words"):
