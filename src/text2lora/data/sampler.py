@@ -5,7 +5,8 @@ its task's training descriptions at random. With ``unlisted_mc`` > 0, a multiple
 whose prompt lists its choices (BIG-bench) is shown with that probability without them, the format
 of the benchmarks' multiple-choice items. With ``long_answer_weight`` != 1, tasks whose answers are
 long (a mean of at least ``long_answer_words`` words) are drawn that many times as often as the
-others, still at most once a batch. The stream is infinite and fully determined by the seed; :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
+others, still at most once a batch. The stream is infinite and fully determined by the seed;
+:meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class TaskSampler:
         version, internal, gauss = self._rng.getstate()
         return {"seed": self.seed, "tasks_per_batch": self.tasks_per_batch, "split": self.split,
                 "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
-                "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks], "batches": self._batches,
+                "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks],
+                "batches": self._batches,
                 "rng": [version, list(internal), gauss]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
