@@ -157,18 +157,27 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_only(out: str, mc_metric: str) -> int:
+def _scored(out: str) -> list[dict]:
+    """The per-example records of an eval directory, or an error saying how to make them."""
     from pathlib import Path
 
-    from .._io import read_json
     from ..errors import T2LError
-    from ..eval.conditions import parse_condition
-    from ..eval.report import markdown_table, write_reports
     from ..eval.runner import load_results
 
     records = load_results(Path(out) / "results.jsonl")
     if not records:
         raise T2LError(f"{out} has no results.jsonl with results; run `t2l eval --out {out} ...` first")
+    return records
+
+
+def _report_only(out: str, mc_metric: str) -> int:
+    from pathlib import Path
+
+    from .._io import read_json
+    from ..eval.conditions import parse_condition
+    from ..eval.report import markdown_table, write_reports
+
+    records = _scored(out)
     run = Path(out) / "run.json"
     config = read_json(run).get("config", {}) if run.is_file() else {}
     order = [parse_condition(c).label for c in config.get("conditions", [])] if config else None
@@ -179,16 +188,11 @@ def _report_only(out: str, mc_metric: str) -> int:
 
 def _table_only(out: str, benchmarks: str | None, conditions: str | None, mc_metric: str,
                 png: str | None = None) -> int:
-    from pathlib import Path
-
     from ..data import BENCHMARKS
     from ..errors import T2LError
     from ..eval.report import bar_chart, markdown_table, summarize
-    from ..eval.runner import load_results
 
-    records = load_results(Path(out) / "results.jsonl")
-    if not records:
-        raise T2LError(f"{out} has no results.jsonl with results; run `t2l eval --out {out} ...` first")
+    records = _scored(out)
     tasks = None if benchmarks in (None, "all") else _csv(benchmarks)
     if benchmarks == "all":
         tasks = list(BENCHMARKS)
@@ -204,13 +208,9 @@ def _paired_only(out: str, a: str, b: str, benchmarks: str | None, mc_metric: st
     from pathlib import Path
 
     from .._io import atomic_write_json
-    from ..errors import T2LError
     from ..eval.report import paired_difference, paired_markdown
-    from ..eval.runner import load_results
 
-    records = load_results(Path(out) / "results.jsonl")
-    if not records:
-        raise T2LError(f"{out} has no results.jsonl with results; run `t2l eval --out {out} ...` first")
+    records = _scored(out)
     tasks = None if benchmarks in (None, "all") else _csv(benchmarks)
     result = paired_difference(records, a, b, tasks, mc_metric, seed=seed)
     print(paired_markdown(result), end="")

@@ -234,8 +234,11 @@ def paired_difference(records: Sequence[dict[str, Any]], a: str, b: str, tasks: 
         raise T2LError(f"{a!r} and {b!r} share no scored items; evaluate both on the same benchmarks and --seed")
     rng = np.random.default_rng(seed)
     rows, boot_means = [], []
+    by_task: dict[str, list[tuple[str, str, int]]] = {}
+    for k in common:
+        by_task.setdefault(k[0], []).append(k)
     for t in names:
-        keys = [k for k in common if k[0] == t]
+        keys = by_task[t]
         d = np.array([sb[k] - sa[k] for k in keys])
         boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
         boot_means.append(boot)
