@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--mc-metric", default="acc_norm", choices=["acc", "acc_norm"],
                    help="multiple-choice accuracy in the tables: acc (summed log-prob) or acc_norm (per character; "
                         "default); both are kept in results.json")
+    p.add_argument("--mc-protocol", default="loglik", choices=["loglik", "labels"],
+                   help="multiple choice: loglik scores each choice by log-likelihood (default); labels is the "
+                        "paper's protocol: choices listed with labels, the greedy answer read for the label")
     p.add_argument("--no-shared-context", action="store_true",
                    help="score every context+choice sequence in full instead of sharing the context's KV cache")
     p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per generated program (default 10)")
@@ -141,7 +144,7 @@ def _eval(args: argparse.Namespace) -> int:
                      limit=args.limit, seed=args.seed, shots=args.shots, split=args.split,
                      batch_size=args.batch_size, gen_batch_size=args.gen_batch_size, max_new_tokens=args.max_new_tokens,
                      shared_context=not args.no_shared_context, mc_metric=args.mc_metric,
-                     code_timeout=args.code_timeout, quiet=args.quiet)
+                     mc_protocol=args.mc_protocol, code_timeout=args.code_timeout, quiet=args.quiet)
     conds = [parse_condition(c) for c in cfg.conditions]  # bad input fails before the model loads
     tasks = resolve_tasks(cfg.benchmarks)
     base = _load_base(args.base, args.device)

@@ -25,6 +25,8 @@ __all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare
 MC_METRIC_NOTE = {"acc": "multiple choice: log-likelihood accuracy, summed over the choice's tokens (acc)",
                   "acc_norm": "multiple choice: log-likelihood accuracy, normalised by the choice's length in "
                               "characters (acc_norm)"}
+LABEL_NOTE = ("multiple choice (labels protocol): the choices listed with labels, the greedy answer counted right "
+              "when it starts with the gold label")
 
 _SHORT = {"arc_challenge": "ARC-c", "arc_easy": "ARC-e", "boolq": "BoolQ", "gsm8k": "GSM8K",
           "hellaswag": "HS", "openbookqa": "OQA", "piqa": "PIQA", "winogrande": "WG", "humaneval": "HE",
@@ -73,7 +75,10 @@ def summarize(records: Sequence[dict[str, Any]], mc_metric: str = "acc_norm",
     for c in conds:
         vals = [cells[c].get(t, {}).get("score") for t in names]
         avg[c] = sum(vals) / len(vals) if vals and all(v is not None for v in vals) else None
-    return {"mc_metric": mc_metric, "mc_metric_note": MC_METRIC_NOTE[mc_metric], "conditions": conds,
+    kinds = {cell["metric"] for row in cells.values() for cell in row.values()}
+    notes = [MC_METRIC_NOTE[mc_metric]] if "choice_acc" in kinds or "choice_label" not in kinds else []
+    notes += [LABEL_NOTE] if "choice_label" in kinds else []
+    return {"mc_metric": mc_metric, "mc_metric_note": "; ".join(notes), "conditions": conds,
             "tasks": names, "scores": cells, "average": avg}
 
 

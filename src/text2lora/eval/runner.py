@@ -24,17 +24,23 @@ from .._io import atomic_write_json, read_json
 from ..base import BaseModel
 from ..data import BENCHMARKS, TaskRecord
 from ..errors import ConfigError, DataError
-from . import metrics
+from . import labelled, metrics
 from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition
 from .sandbox import run_many
 from .scoring import encode_mc, generate, score_choices
 
-__all__ = ["EvalConfig", "resolve_tasks", "select_examples", "run_eval", "load_results", "GEN_TOKENS"]
+__all__ = ["EvalConfig", "resolve_tasks", "select_examples", "run_eval", "load_results", "GEN_TOKENS", "MC_PROTOCOLS"]
 
+#: New-token budget of a labelled multiple-choice answer (enough for the text of a long choice).
+LABEL_TOKENS = 32
 #: Default new-token budget per metric for generative benchmarks.
 GEN_TOKENS = {"gsm8k": 256, "pass@1": 384, "exact_match": 64}
 
-_PINNED = ("base", "seed", "shots", "split", "max_new_tokens", "shared_context")
+_PINNED = ("base", "seed", "shots", "split", "max_new_tokens", "shared_context", "mc_protocol")
+#: The value a pinned setting had before it existed (a results directory written by an older version).
+_PINNED_BEFORE = {"mc_protocol": "loglik"}
+#: Protocols for multiple-choice benchmarks (see :mod:`text2lora.eval.labelled`).
+MC_PROTOCOLS = ("loglik", "labels")
 
 
 @dataclass
@@ -67,6 +73,9 @@ class EvalConfig:
     """Score multiple-choice options against a shared context (exact and faster)."""
     mc_metric: str = "acc_norm"
     """Which multiple-choice accuracy the summary table reports: ``acc`` (summed log-probs) or ``acc_norm``."""
+    mc_protocol: str = "loglik"
+    """``loglik``: score every choice by its log-likelihood; ``labels``: the paper's protocol, choices listed
+    with labels in the prompt and the greedy answer read for the label (:mod:`text2lora.eval.labelled`)."""
     code_timeout: float = 10.0
     """Seconds per generated program in the sandbox."""
     code_memory_mb: int = 1024
@@ -84,6 +93,8 @@ class EvalConfig:
             raise ConfigError(f"--split must be auto, test, validation or train, got {self.split!r}")
         if self.mc_metric not in ("acc", "acc_norm"):
             raise ConfigError(f"--mc-metric must be acc or acc_norm, got {self.mc_metric!r}")
+        if self.mc_protocol not in MC_PROTOCOLS:
+            raise ConfigError(f"--mc-protocol must be one of {', '.join(MC_PROTOCOLS)}, got {self.mc_protocol!r}")
         if not self.benchmarks:
             raise ConfigError("no benchmarks given")
         if not self.conditions:
@@ -173,7 +184,7 @@ def _check_pinned(out: Path, cfg: EvalConfig) -> None:
     pinned = {k: getattr(cfg, k) for k in _PINNED}
     run_json = out / "run.json"
     if run_json.is_file():
-        old = read_json(run_json).get("pinned", {})
+        old = {**_PINNED_BEFORE, **read_json(run_json).get("pinned", {})}
         diff = [k for k in _PINNED if k in old and old[k] != pinned[k]]
         if diff:
             raise ConfigError(f"{out} holds results made with different settings ({', '.join(f'{k}: {old[k]!r} -> {pinned[k]!r}' for k in diff)}); "
@@ -191,6 +202,20 @@ def _score_mc(base, batch: list[PreparedExample], adapters, cfg: EvalConfig) -> 
                     "acc": float(acc_pred == p.example.gold), "acc_norm": float(norm_pred == p.example.gold),
                     "logprobs": [round(x, 5) for x in s]})
     return out
+
+
+def _score_labelled(base, batch: list[PreparedExample], adapters, cfg: EvalConfig) -> list[dict]:
+    outs = generate(base, [p.prompt for p in batch], adapters, max_new_tokens=cfg.max_new_tokens or LABEL_TOKENS,
+                    batch_size=cfg.gen_batch_size, stop=labelled.answer_done)
+    recs = []
+    for p, o in zip(batch, outs):
+        ex = p.example
+        labels = ex.meta["labels"]
+        pred = labelled.read_label(o, labels)
+        pred_text = labelled.read_choice_text(o, ex.choices, labels)
+        recs.append({"completion": o, "gold": ex.gold, "pred": pred, "pred_text": pred_text,
+                     "correct": float(pred == ex.gold), "correct_text": float(pred_text == ex.gold)})
+    return recs
 
 
 def _score_gen(base, batch: list[PreparedExample], adapters, metric: str, cfg: EvalConfig) -> list[dict]:
@@ -225,6 +250,8 @@ def run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | Non
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two conditions have the same label ({labels}); name them with LABEL=KIND[:PATH]")
     tasks = list(tasks) if tasks is not None else resolve_tasks(cfg.benchmarks)
+    if cfg.mc_protocol == "labels":
+        tasks = [labelled.labelled_task(t) for t in tasks]
     out = Path(cfg.out) if cfg.out else None
     jsonl = None
     if out is not None:
@@ -251,16 +278,21 @@ def run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | Non
             bar.set_postfix_str(f"{cond.label} | {task.name}", refresh=False)
             prepared = resolver.prepare(cond, task, todo)
             prepared.sort(key=lambda p: len(p.prompt))  # similar lengths together: less padding
-            chunk = cfg.batch_size * 4 if task.is_multiple_choice else cfg.gen_batch_size
+            by_label = task.is_multiple_choice and cfg.mc_protocol == "labels"
+            loglik = task.is_multiple_choice and not by_label
+            metric = "choice_label" if by_label else task.metric
+            chunk = cfg.batch_size * 4 if loglik else cfg.gen_batch_size
             for s in range(0, len(prepared), chunk):
                 batch = prepared[s: s + chunk]
                 adapters = resolver.adapters([p.adapter_key for p in batch])
-                if task.is_multiple_choice:
+                if by_label:
+                    scored = _score_labelled(base, batch, adapters, cfg)
+                elif loglik:
                     scored = _score_mc(base, batch, adapters, cfg)
                 else:
                     scored = _score_gen(base, batch, adapters, task.metric, cfg)
                 new = [{"condition": cond.label, "spec": cond.spec, "task": task.name, "split": split,
-                        "index": p.index, "metric": task.metric,
+                        "index": p.index, "metric": metric,
                         **({"description": p.description[:300]} if p.description else {}), **r}
                        for p, r in zip(batch, scored)]
                 _append(jsonl, new)
