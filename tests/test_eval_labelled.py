@@ -109,3 +109,20 @@ def test_runner_scores_labelled_answers_and_keeps_protocols_apart(base, tmp_path
         run_eval(EvalConfig(out=str(tmp_path / "m"), mc_protocol="labels", **cfg), base, [_task()])
     with pytest.raises(ConfigError, match="--mc-protocol must be one of loglik, labels"):
         EvalConfig(mc_protocol="letters")
+
+
+def _records(preds, gold=0):
+    return [{"condition": "base", "task": "arc_easy", "split": "test", "index": i, "metric": "choice_label",
+             "pred": p, "gold": gold, "correct": float(p == gold)} for i, p in enumerate(preds)]
+
+
+def test_report_flags_cells_where_one_answer_position_dominates():
+    biased = summarize(_records([0] * 17 + [1, 2, None]))
+    cell = biased["scores"]["base"]["arc_easy"]
+    assert (cell["top_position"], cell["top_share"], cell["unread"]) == (0, 85.0, 5.0)
+    assert "base / ARC-e: 85% choice 1" in markdown_table(biased)
+    balanced = summarize(_records([0, 1, 2, 3] * 5))
+    assert balanced["scores"]["base"]["arc_easy"]["top_share"] == 25.0
+    assert "position preference" not in markdown_table(balanced)
+    unread = summarize(_records([None] * 4))["scores"]["base"]["arc_easy"]
+    assert (unread["top_position"], unread["unread"]) == (None, 100.0)

@@ -70,6 +70,8 @@ def summarize(records: Sequence[dict[str, Any]], mc_metric: str = "acc_norm",
             cell["score"] = cell[mc_metric]
         else:
             cell["score"] = 100 * sum(r["correct"] for r in rs) / len(rs)
+        if rs[0]["metric"] == "choice_label":
+            cell.update(_answer_positions(rs))
         cells[c][t] = cell
     avg = {}
     for c in conds:
@@ -80,6 +82,32 @@ def summarize(records: Sequence[dict[str, Any]], mc_metric: str = "acc_norm",
     notes += [LABEL_NOTE] if "choice_label" in kinds else []
     return {"mc_metric": mc_metric, "mc_metric_note": "; ".join(notes), "conditions": conds,
             "tasks": names, "scores": cells, "average": avg}
+
+
+#: A labelled cell where one answer position takes at least this share of the answers is flagged.
+POSITION_BIAS = 0.8
+
+
+def _answer_positions(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Of a labelled cell's answers: the share that named no label, and the most chosen position and its share."""
+    counts: dict[int, int] = {}
+    for r in rs:
+        if r.get("pred") is not None:
+            counts[r["pred"]] = counts.get(r["pred"], 0) + 1
+    top = max(counts, key=lambda k: counts[k]) if counts else None
+    return {"unread": 100 * (len(rs) - sum(counts.values())) / len(rs), "top_position": top,
+            "top_share": 100 * counts[top] / len(rs) if top is not None else 0.0}
+
+
+def _position_warning(summary: dict[str, Any]) -> str | None:
+    biased = [f"{c} / {_SHORT.get(t, t)}: {cell['top_share']:.0f}% choice {cell['top_position'] + 1}"
+              for c in summary["conditions"] for t, cell in summary["scores"][c].items()
+              if cell.get("top_position") is not None and cell["top_share"] >= 100 * POSITION_BIAS]
+    if not biased:
+        return None
+    return (f"Labels protocol: in {len(biased)} cell(s) one answer position takes >= {100 * POSITION_BIAS:.0f}% of "
+            f"the answers, so the score there says more about a position preference than about the task: "
+            + "; ".join(biased) + ".")
 
 
 def _fmt(x: float | None) -> str:
@@ -98,6 +126,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"Scores in %; {summary['mc_metric_note']}; GSM8K: last number of a greedy chain-of-thought "
                  f"answer; HE/MBPP: pass@1 (greedy, sandboxed). Examples per cell: {', '.join(map(str, ns))}.")
+    warning = _position_warning(summary)
+    if warning:
+        lines += ["", warning]
     return "\n".join(lines) + "\n"
 
 
