@@ -9,9 +9,7 @@ release can otherwise change behaviour between two runs of the same commit). Re-
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -56,11 +54,10 @@ def main() -> int:
     text = ("# Versions the test suite last passed with; written by scripts/pin.py, used by scripts/setup.sh.\n"
             f"# Python {sys.version.split()[0]}. Regenerate after an upgrade; delete a line to float that package.\n"
             + body)
+    from text2lora._io import atomic_write_text  # installed: the closure above found it
+
     out = ROOT / "constraints.txt"
-    fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".constraints.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     print(f"{len(seen)} packages pinned -> {out.relative_to(ROOT)}")
     return 0
 

@@ -26,8 +26,6 @@ __all__ = ["choice_labels", "labelled_example", "labelled_task", "read_label", "
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LEAD = re.compile(r"^[\s\"'`*(\[]*(?:(?:the\s+)?(?:correct\s+)?(?:answer|choice|option|label)(?:\s+is)?\s*[:\-]?\s*)?"
                    r"[\s\"'`*(\[]*", re.I)
-
-
 _WORD_ANSWERS = {"yes", "no", "true", "false"}
 
 
@@ -50,7 +48,7 @@ def labelled_example(ex: Example) -> Example:
     if ex.choices is None:
         return ex
     labels = choice_labels(ex.choices)
-    if labels == [c.strip().lower() for c in ex.choices]:
+    if labels[0] in _WORD_ANSWERS:  # yes/no: the answers are the labels, nothing to list
         prompt = f"{ex.prompt}\n\nAnswer with one word, {_or_list(labels)}, and nothing else."
     else:
         listed = "\n".join(f"{lab}: {c}" for lab, c in zip(labels, ex.choices))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,13 +91,9 @@ POSITION_BIAS = 0.8
 
 def _answer_positions(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Of a labelled cell's answers: the share that named no label, and the most chosen position and its share."""
-    counts: dict[int, int] = {}
-    for r in rs:
-        if r.get("pred") is not None:
-            counts[r["pred"]] = counts.get(r["pred"], 0) + 1
-    top = max(counts, key=lambda k: counts[k]) if counts else None
-    return {"unread": 100 * (len(rs) - sum(counts.values())) / len(rs), "top_position": top,
-            "top_share": 100 * counts[top] / len(rs) if top is not None else 0.0}
+    counts = Counter(r["pred"] for r in rs if r.get("pred") is not None)
+    top, n = counts.most_common(1)[0] if counts else (None, 0)
+    return {"unread": 100 * (len(rs) - sum(counts.values())) / len(rs), "top_position": top, "top_share": 100 * n / len(rs)}
 
 
 def _position_warning(summary: dict[str, Any]) -> str | None:
