@@ -76,7 +76,17 @@ def test_mbpp_pass_at_1():
     assert [r.passed for r in res] == [True, False]
 
 
-def _reference_solutions(name: str, sample: int | None):
+def _reference_solutions(name: str, sample):
+    """The reference solutions of ``name``'s test items: the miniature fixture packages' (``sample``
+    ``"fixture"``), else the built benchmarks collection's (``t2l data fetch benchmarks``), every item
+    or about ``sample`` of them."""
+    if sample == "fixture":
+        from pathlib import Path
+
+        from text2lora.data.sources.benchmarks import build_benchmarks
+
+        olmo = Path(__file__).parent / "fixtures" / "data" / "olmo"
+        return {r.name: r for r in build_benchmarks(olmo, olmo, olmo)}[name].splits["test"]
     from text2lora.data import get_task
 
     exs = get_task(name).splits["test"]
@@ -87,7 +97,8 @@ def _reference_solutions(name: str, sample: int | None):
 
 
 @pytest.mark.parametrize("name,sample", [
-    ("humaneval", 30), ("mbpp", 30),
+    ("humaneval", "fixture"), ("mbpp", "fixture"),
+    pytest.param("humaneval", 30, marks=pytest.mark.slow), pytest.param("mbpp", 30, marks=pytest.mark.slow),
     pytest.param("humaneval", None, marks=pytest.mark.slow), pytest.param("mbpp", None, marks=pytest.mark.slow),
 ])
 def test_reference_solutions_pass_in_the_sandbox(name, sample):
