@@ -139,13 +139,23 @@ class LoRAAdapter:
             "revision": None,
         }
 
-    def save(self, path: str | Path, force: bool = False, vllm: bool = True) -> Path:
+    def save(self, path: str | Path, force: bool = False, vllm: bool = True, format: str = "peft",
+             base_gguf: str | Path | None = None) -> Path:
         """Write a PEFT adapter directory (atomically) plus ``text2lora.json`` provenance.
 
-        With ``vllm`` (default) the rank must be one vLLM serves.
+        With ``vllm`` (default) the rank must be one vLLM serves. ``format="gguf"`` writes instead
+        the one-file LoRA adapter that llama.cpp and Ollama load on the base's GGUF file
+        (``base_gguf``: that file, by default the embedded base's); see :mod:`text2lora.formats.gguf`.
         """
         from safetensors.torch import save_file
 
+        if format == "gguf":
+            from .formats.gguf import save_gguf
+
+            return save_gguf(self, path, base_gguf=base_gguf, force=force)
+        if format != "peft":
+            raise AdapterError(f"unknown adapter format {format!r}; use 'peft' (a PEFT directory) or 'gguf' "
+                               "(a llama.cpp adapter file)")
         self.validate()
         if vllm and self.r not in VLLM_RANKS:
             raise AdapterError(f"rank {self.r} is not served by vLLM (allowed: {VLLM_RANKS}); use one of those "

@@ -21,7 +21,7 @@ import sys
 from ..errors import T2LError
 
 # Modules that register subcommands, in the order they appear in --help.
-COMMAND_MODULES = ["core", "data", "train", "eval", "apps"]
+COMMAND_MODULES = ["core", "export", "data", "train", "eval", "apps"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -22,6 +22,16 @@ def _add_output_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
 
 
+def add_format_args(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("peft", "gguf")) -> None:
+    """--format / --base-gguf, shared by generate and export (the first format is the default)."""
+    p.add_argument("--format", choices=list(formats), default=formats[0],
+                   help="peft: a PEFT adapter directory; gguf: one llama.cpp/Ollama adapter file "
+                        f"(default: {formats[0]})")
+    p.add_argument("--base-gguf", metavar="FILE", default=None,
+                   help="with --format gguf: the base model's GGUF file (default: the embedded base's, or the "
+                        ".gguf the base was loaded from)")
+
+
 def _slug(text: str, n: int = 40) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return s[:n].rstrip("-") or "adapter"
@@ -56,8 +66,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     adapters = gen.generate(descs)
     t2 = time.perf_counter()
+    fmt = {"format": args.format, "base_gguf": args.base_gguf}
     if len(adapters) == 1:
-        adapters[0].save(out, force=args.force)
+        adapters[0].save(out, force=args.force, **fmt)
         paths = [out]
     else:
         import json
@@ -65,8 +76,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         with atomic_dir(out, force=args.force) as tmp:
             paths, index = [], []
             for i, (d, a) in enumerate(zip(descs, adapters)):
-                name = f"{i:03d}-{_slug(d)}"
-                a.save(tmp / name)
+                name = f"{i:03d}-{_slug(d)}" + (".gguf" if args.format == "gguf" else "")
+                a.save(tmp / name, **fmt)
                 paths.append(out / name)
                 index.append({"dir": name, "description": d})
             (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -208,6 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arg(p)
     p.add_argument("--file", help="read descriptions from a text file, one per line")
     _add_output_args(p, "adapter")
+    add_format_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="show a generator's base, encoder, head and parameter counts",

@@ -1,0 +1,39 @@
+"""``t2l export``: convert an existing PEFT adapter directory to another format (llama.cpp GGUF)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..adapter import LoRAAdapter
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError(f"output path {out} already exists; choose another --out or pass --force")
+    adapter = LoRAAdapter.load(args.adapter)
+    path = adapter.save(out, force=args.force, format=args.format, base_gguf=args.base_gguf)
+    if not args.quiet:
+        print(path)
+        print(f"wrote a llama.cpp LoRA adapter (rank {adapter.r}, modules {', '.join(adapter.A)}); use it with "
+              f"the base GGUF: llama-cli -m BASE.gguf --lora {path}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .core import add_format_args
+
+    p = sub.add_parser("export", help="convert a PEFT adapter directory to a llama.cpp/Ollama GGUF adapter",
+                       description="Convert a PEFT LoRA adapter directory (from `t2l generate` or elsewhere) to "
+                                   "the LoRA adapter GGUF file that llama.cpp (--lora), llama-cpp-python "
+                                   "(lora_path=) and Ollama (ADAPTER) load on top of the base model's GGUF.")
+    p.add_argument("adapter", metavar="ADAPTER_DIR", help="PEFT adapter directory")
+    p.add_argument("--out", required=True, help="output .gguf file")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    add_format_args(p, formats=("gguf",))
+    p.set_defaults(func=cmd_export)
