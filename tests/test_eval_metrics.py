@@ -153,4 +153,3 @@ def test_sandbox_kills_process_group_on_timeout():
     # a program that sleeps forever is killed by the wall-clock limit (not by CPU time)
     r = run_code("import time\ntime.sleep(60)\n", timeout=1)
     assert r.status == "timeout" and r.seconds < 5 and not r.passed
-    assert os.getpgrp() > 0  # the parent's own group is untouched

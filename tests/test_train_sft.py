@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _train_util import base, hypernet_state, sft_config, tasks, train_losses  # noqa: F401 (base, tasks: fixtures)
+from _train_util import (ONE_EXAMPLE, base, hypernet_state, one_example_tasks, plain_response_loss,  # noqa: F401
+                         sft_config, tasks, train_losses)  # (base, tasks: fixtures)
 from text2lora.errors import OutputExistsError
 from text2lora import TextToLoRA
 from text2lora.train import NonFiniteLossError, train_sft
@@ -15,20 +16,18 @@ from text2lora.train.sft import adapter_l2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# losses of the first two steps, recorded once on this setup (step 1 is the base model: fresh adapters
-# change nothing; step 2 shows the first update)
-RECORDED = {
-    "task-id": [6.751490592956543, 6.472763538360596],
-    "example": [7.061454772949219, 6.734663963317871],        # Hyperdecoders: conditioned on the input
-    "description": [7.061454772949219, 6.7375922203063965],   # T2L: a random training description (MiniLM)
-}
-
-
-@pytest.mark.parametrize("conditioning", list(RECORDED))
-def test_two_steps_reproduce_recorded_losses(base, tasks, tmp_path, conditioning):
-    r = train_sft(sft_config(conditioning=conditioning), tmp_path / "run", base=base, tasks=tasks[:3], quiet=True)
-    assert r.train_losses == pytest.approx(RECORDED[conditioning], abs=1e-5)
-    assert train_losses(tmp_path / "run") == pytest.approx(RECORDED[conditioning], abs=1e-5)
+@pytest.mark.parametrize("conditioning", ["task-id", "example", "description"])
+def test_step_one_loss_is_the_base_models_loss(base, tmp_path, conditioning):
+    """A fresh generator's adapters change nothing (zero heads, zero initial B), so the first step's loss
+    is the frozen base model's loss on the batch, computed here with plain transformers. Each task holds
+    one example only, so the batch's loss does not depend on which rows the sampler drew. Label
+    smoothing, NEFTune noise and the L2 term are off: step 1 is then the bare cross-entropy."""
+    cfg = sft_config(conditioning=conditioning, label_smoothing=0.0, neftune_alpha=0.0, l2_coef=0.0)
+    r = train_sft(cfg, tmp_path / "run", base=base, tasks=one_example_tasks(3), quiet=True)
+    expected = plain_response_loss(base.model, base.tokenizer, ONE_EXAMPLE)
+    assert r.train_losses[0] == pytest.approx(expected, abs=1e-4)
+    assert train_losses(tmp_path / "run") == pytest.approx(r.train_losses, abs=1e-6)  # metrics.csv agrees
+    assert r.train_losses[1] != pytest.approx(expected, abs=1e-4)  # the first update changed the adapters
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "best" / "config.json").is_file()
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000001", "step-000002"]
@@ -42,7 +41,8 @@ def test_sft_lowers_the_loss_of_a_tiny_task(base, tasks, tmp_path):
                                      tb.labels))
     cfg = sft_config(steps=40, eval_every=20, save_every=40, warmup_frac=0.1)
     r = train_sft(cfg, tmp_path / "run", base=base, tasks=tasks[:3], quiet=True)
-    assert before == pytest.approx(7.8, abs=0.3)
+    assert before == pytest.approx(sum(plain_response_loss(base.model, base.tokenizer, ex) for ex in val) / len(val),
+                                   abs=1e-4)
     assert r.best_val < before - 2.0  # validation CE on unseen examples of the training tasks
     gen = TextToLoRA.from_pretrained(tmp_path / "run" / "best")
     assert gen.hyper_config.latent_dim == 16
@@ -249,10 +249,10 @@ def test_eos_loss_off_trains_the_answers_but_not_where_to_stop(base, tasks, tmp_
         stop[flag] = _stop_probability(base, val, adapter)
         with torch.no_grad(), apply_adapters(base.model, adapter, base.spec):
             answers[flag] = float(lm_response_loss(base.model, without))
-    # with the label the adapter learns to stop after the answer (0.001 -> 0.21 here); without it the
-    # stop stays near the base's (0.006). lr 3e-3: at the suite's 1e-2 the run without the label no longer
-    # learned the answers after the packages installed on 2026-12-02 (peft 0.21.2, sentence-transformers
-    # 6.2.0, transformers 5.24.0); 3e-3 learns them under both settings
-    assert _stop_probability(base, val) < 0.01 and stop[True] > 0.1 and stop[False] < 0.01
-    # both learn the answers (CE 7.1 -> 5.6 with the label, 5.8 without)
-    assert answers[True] < base_answers - 1.0 and answers[False] < base_answers - 1.0
+    # the base model's stop probability is near chance (1/vocabulary); with the stop token as a label the
+    # adapter learns to stop after the answer, without it the adapter is not taught to, and stays far below
+    chance = 1 / len(base.tokenizer)
+    assert _stop_probability(base, val) < 5 * chance
+    assert stop[True] > 20 * chance and stop[False] < stop[True] / 10
+    # both learn the answers (lr 3e-3: this one-task run is unstable at the other tests' 1e-2)
+    assert answers[True] < base_answers - 0.5 and answers[False] < base_answers - 0.5
