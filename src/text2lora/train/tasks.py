@@ -6,8 +6,9 @@ import fnmatch
 import random
 from typing import Sequence
 
-from ..data import COLLECTIONS, TaskRecord, get_task, load_collection
+from ..data import BENCHMARKS, COLLECTIONS, TaskRecord, get_task, load_collection
 from ..errors import ConfigError
+from .config import MTLoRAConfig, SFTConfig
 
 __all__ = ["resolve_tasks", "split_tasks", "recipe_tasks"]
 
@@ -72,6 +73,12 @@ def recipe_tasks(cfg, tasks: list[TaskRecord] | None, val_tasks: list[TaskRecord
             raise ConfigError("no training tasks: set `tasks` (e.g. [bigbench]) in the recipe or pass --tasks")
         tasks = resolve_tasks(cfg.tasks, cfg.exclude_tasks)
         val_tasks = resolve_tasks(cfg.val_tasks, known=tasks) if val_tasks is None and cfg.val_tasks else val_tasks
+    if isinstance(cfg, (SFTConfig, MTLoRAConfig)):
+
+        leaked = [t.name for t in tasks if t.name in BENCHMARKS]
+        if leaked:
+            raise ConfigError(f"training task(s) {', '.join(leaked)} are evaluation benchmarks; a generator or "
+                              "multi-task LoRA never trains on them (remove them from `tasks`)")
     train, val = split_tasks(tasks, list(val_tasks or []), cfg.num_val_tasks, cfg.max_tasks, cfg.seed)
     if not train:
         raise ConfigError("no training tasks left after removing validation/excluded tasks")
