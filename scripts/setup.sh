@@ -30,6 +30,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "note: install chromium and chromedriver for the web UI browser test" >&2
   fi
 fi
+# bubblewrap (Debian package) for the sandbox that runs generated code in code benchmarks (HumanEval, MBPP).
+if ! command -v bwrap >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "note: install bubblewrap (bwrap) for the code benchmarks' sandbox" >&2
+  fi
+fi
 # Build the dequantized cache of the default base once (about 30 s), so later loads take under a second.
 $PY -c "import text2lora as t; t.load_base()" >/dev/null
 echo "text2lora is installed: try  t2l --help"

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
-import uuid
-
 import pytest
 
 from text2lora.data import Example
@@ -109,45 +103,7 @@ def test_reference_solutions_pass_in_the_sandbox(name, sample):
     assert not failed, failed
 
 
-# ----------------------------------------------------------------------------- sandbox containment
-
-def test_sandbox_contains_hostile_programs_and_goes_on(tmp_path):
-    target = tmp_path / f"escaped-{uuid.uuid4().hex}.txt"
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    hits = []
-    threading.Thread(target=lambda: hits.append(server.accept()), daemon=True).start()
-    programs = {
-        "infinite loop": "while True:\n    pass\n",
-        "fork bomb": "import os\nwhile True:\n    os.fork()\n",
-        "subprocess": "import subprocess\nsubprocess.run(['sh', '-c', 'echo hi'])\n",
-        "write outside tmp": f"open({str(target)!r}, 'w').write('x')\n",
-        "delete outside tmp": f"import os\nos.remove({str(tmp_path)!r})\n",
-        "network": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n",
-        "memory hog": "x = bytearray(8 * 1024 ** 3)\n",
-        "exit before tests": "import sys\nsys.exit(0)\nassert False\n",
-        "os._exit before tests": "import os\nos._exit(0)\n",
-    }
-    t0 = time.perf_counter()
-    results = run_many(list(programs.values()), timeout=2, memory_mb=512, workers=2)
-    elapsed = time.perf_counter() - t0
-    for name, r in zip(programs, results):
-        assert not r.passed, f"{name} counted as a pass"
-    status = dict(zip(programs, (r.status for r in results)))
-    assert status["infinite loop"] == "timeout"
-    assert "PermissionError" in results[list(programs).index("fork bomb")].stderr
-    assert "MemoryError" in results[list(programs).index("memory hog")].stderr or status["memory hog"] == "killed"
-    assert not target.exists() and tmp_path.exists()
-    time.sleep(0.2)
-    assert not hits, "the sandboxed program reached a socket"
-    assert elapsed < 15
-    # evaluation goes on: a correct program still passes, and writing inside its own directory works
-    ok = run_code("open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'\nprint('fine')")
-    assert ok.passed and ok.status == "passed" and ok.stdout == "fine"
-    server.close()
-
+# Sandbox containment (every escape, against the real sandbox) is in tests/test_sandbox.py.
 
 def test_sandbox_kills_process_group_on_timeout():
     # a program that sleeps forever is killed by the wall-clock limit (not by CPU time)

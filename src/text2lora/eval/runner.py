@@ -26,7 +26,7 @@ from ..data import BENCHMARKS, TaskRecord
 from ..errors import ConfigError, DataError
 from . import labelled, metrics
 from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition
-from .sandbox import run_many
+from .sandbox import require_sandbox, run_many
 from .scoring import encode_mc, generate, score_choices
 
 __all__ = ["EvalConfig", "resolve_tasks", "select_examples", "run_eval", "load_results", "GEN_TOKENS", "MC_PROTOCOLS"]
@@ -252,6 +252,8 @@ def run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | Non
     tasks = list(tasks) if tasks is not None else resolve_tasks(cfg.benchmarks)
     if cfg.mc_protocol == "labels":
         tasks = [labelled.labelled_task(t) for t in tasks]
+    if any(t.metric == "pass@1" for t in tasks):
+        require_sandbox()  # refuse before any generation rather than after it
     out = Path(cfg.out) if cfg.out else None
     jsonl = None
     if out is not None:

@@ -1,22 +1,30 @@
-"""Run untrusted generated code in a contained subprocess.
+"""Run untrusted generated code inside an OS-level sandbox (bubblewrap), and decide pass/fail.
 
-Layers of containment, each cheap and independent:
+Each program runs in a fresh ``bwrap`` container:
 
-- a fresh temporary working directory, removed afterwards;
-- ``resource.setrlimit`` in the child: address space (memory), CPU seconds, file size, open files;
-- a wall-clock time limit; on expiry the child's whole process group (``start_new_session``) is killed;
-- no network: when ``unshare -n`` works (Linux, root or user namespaces) the child runs in an empty
-  network namespace; in every case socket creation is blocked inside the child before the code runs;
-- a guard installed in the child before the code runs disables ``fork``/``exec``/``subprocess``/
-  ``os.system`` (fork bombs), ``socket`` (network) and any write, delete or rename outside the
-  temporary directory;
-- Python runs isolated (``-I``: no user site, no environment-driven imports) with a minimal
-  environment.
+- a new mount namespace whose root holds only what Python needs, read-only (``/usr``, the ``/lib``
+  links, the interpreter's own prefix) plus a private size-limited tmpfs at ``/work`` (the working
+  directory, ``HOME`` and ``TMPDIR``); nothing of the host is writable and nothing else is visible;
+- no network (an empty network namespace), its own IPC and UTS namespaces;
+- its own PID namespace: the host's processes are invisible and cannot be signalled, and when the
+  program ends or times out the whole namespace is killed, so no forked or ``setsid`` child survives;
+- an unprivileged user: as root, the trusted runner drops to uid/gid 65534 (``nobody``) before any
+  program code runs, with no capabilities and ``no_new_privs`` (so setuid binaries do not help);
+  as another user, bwrap maps that user to 65534 in a user namespace;
+- resource limits: address space, CPU seconds, file size, open files, processes; a wall-clock limit.
 
-Containment is best effort against *accidental* damage by model-written code (the threat model of
-HumanEval's own harness), not a security boundary against a determined attacker. A run passes only
-when the program exits 0 *and* the runner's end-of-program marker was printed, so ``os._exit(0)``
-or ``sys.exit(0)`` before the tests does not count as a pass.
+The verdict cannot be forged by exiting early or by printing something: a run passes only when the
+runner, *after* the program (code and tests) has returned, asks the harness for a per-run 128-bit
+nonce through a pipe, prints it as the last line and the sandbox exits 0. The nonce exists only in
+the harness until that request; it is in no file, argument, environment variable or memory of the
+sandbox while the program runs, so ``os._exit(0)`` before a failing assertion, ``sys.exit(0)``,
+or printing any guessed marker all score as failures. Limit: the tests run in the same process as
+the code they test, so a program written specifically against this harness could still speak the
+pipe protocol itself; see docs/SECURITY.md.
+
+If ``bwrap`` is missing or cannot create its namespaces here, :func:`require_sandbox` (called by
+:func:`run_code` and by ``t2l eval`` before any code benchmark starts) raises
+:class:`SandboxUnavailable` saying how to install it; there is no weaker fallback.
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,77 +43,54 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["SandboxResult", "run_code", "run_many", "network_namespace_available"]
+from ..errors import T2LError
 
-_GUARD = r'''
-import builtins, io, os, shutil, socket, subprocess, sys, threading
-_root = os.path.realpath(os.getcwd())
-_marker = os.environ.pop("T2L_SANDBOX_MARKER", "")
-def _denied(*a, **k):
-    raise PermissionError("disabled in the text2lora sandbox")
-def _inside(p):
-    try:
-        p = os.fspath(p)
-    except TypeError:
-        return False
-    if isinstance(p, bytes):
-        p = p.decode(errors="replace")
-    if isinstance(p, int):
-        return True
-    full = os.path.realpath(os.path.join(_root, p))
-    return full == _root or full.startswith(_root + os.sep)
-_open = builtins.open
-def _guarded_open(file, mode="r", *a, **k):
-    if any(c in mode for c in "wax+") and not _inside(file):
-        raise PermissionError(f"writing outside the sandbox directory is disabled: {file}")
-    return _open(file, mode, *a, **k)
-builtins.open = _guarded_open
-io.open = _guarded_open
-_os_open = os.open
-def _guarded_os_open(path, flags, *a, **k):
-    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC) and not _inside(path):
-        raise PermissionError(f"writing outside the sandbox directory is disabled: {path}")
-    return _os_open(path, flags, *a, **k)
-os.open = _guarded_os_open
-def _path_guard(fn):
-    def g(*paths, **k):
-        for p in paths[:2]:
-            if not isinstance(p, int) and not _inside(p):
-                raise PermissionError(f"changing files outside the sandbox directory is disabled: {p}")
-        return fn(*paths, **k)
-    return g
-for _n in ("remove", "unlink", "rmdir", "rename", "replace", "mkdir", "makedirs", "removedirs", "truncate",
-           "chmod", "chown", "link", "symlink", "utime"):
-    if hasattr(os, _n):
-        setattr(os, _n, _path_guard(getattr(os, _n)))
-for _n in ("fork", "forkpty", "system", "popen", "execv", "execve", "execl", "execle", "execlp", "execlpe",
-           "execvp", "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp",
-           "spawnvpe", "posix_spawn", "posix_spawnp", "kill", "killpg", "setuid", "chroot", "chdir", "fchdir"):
-    if hasattr(os, _n):
-        setattr(os, _n, _denied)
-subprocess.Popen = _denied
-subprocess.run = subprocess.call = subprocess.check_call = subprocess.check_output = _denied
-shutil.rmtree = shutil.move = _denied
-class _NoSocket:
-    def __init__(self, *a, **k):
-        raise PermissionError("network access is disabled in the text2lora sandbox")
-socket.socket = _NoSocket
-socket.create_connection = socket.create_server = socket.socketpair = socket.fromfd = _denied
-try:
-    import _socket
-    _socket.socket = _NoSocket
-except ImportError:
-    pass
-for _m in ("multiprocessing", "ctypes", "_ctypes", "resource", "psutil"):
-    sys.modules[_m] = None
-del _m, _n
-with _open("prog.py", encoding="utf-8") as _f:
-    _src = _f.read()
-_g = {"__name__": "__main__", "__builtins__": builtins}
-exec(compile(_src, "prog.py", "exec"), _g)
+__all__ = ["SandboxResult", "SandboxUnavailable", "run_code", "run_many", "require_sandbox"]
+
+SANDBOX_UID = 65534
+"""The unprivileged uid/gid (``nobody``) that program code runs as."""
+WORKDIR = "/work"
+HARNESS = "/harness"
+INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
+
+# The trusted runner: starts before any program code, sets limits, drops privileges, runs the program,
+# and only when it returned asks the harness (fd REQ) for the nonce (fd NONCE) and prints it.
+_RUNNER = r'''
+import os, resource, sys
+req, nonce_fd, mem, cpu, fsize, nproc = map(int, sys.argv[1:7])
+def lower(kind, soft):
+    hard = resource.getrlimit(kind)[1]
+    soft = soft if hard == resource.RLIM_INFINITY else min(soft, hard)
+    resource.setrlimit(kind, (soft, soft if os.getuid() == 0 else hard))
+lower(resource.RLIMIT_AS, mem)
+lower(resource.RLIMIT_CPU, cpu)
+lower(resource.RLIMIT_FSIZE, fsize)
+lower(resource.RLIMIT_NOFILE, 64)
+lower(resource.RLIMIT_CORE, 0)
+lower(resource.RLIMIT_NPROC, nproc)
+if os.getuid() == 0:
+    os.setgroups([])
+    os.setgid(%(uid)d)
+    os.setuid(%(uid)d)
+assert os.getuid() != 0 and os.geteuid() != 0
+with open("%(harness)s/prog.py", encoding="utf-8") as f:
+    src = f.read()
+write, read, exit_ = os.write, os.read, os._exit
+sys.argv = ["prog.py"]
+g = {"__name__": "__main__", "__builtins__": __builtins__}
+del f, lower
+exec(compile(src, "prog.py", "exec"), g)
 sys.stdout.flush()
-print("\n" + _marker, flush=True)
-'''
+sys.stderr.flush()
+write(req, b"?")
+nonce = read(nonce_fd, 64)
+write(1, b"\n" + nonce + b"\n")
+exit_(0)
+''' % {"uid": SANDBOX_UID, "harness": HARNESS}
+
+
+class SandboxUnavailable(T2LError):
+    """bubblewrap is missing or cannot create its namespaces on this machine."""
 
 
 @dataclass
@@ -113,10 +98,11 @@ class SandboxResult:
     """Outcome of one sandboxed run."""
 
     passed: bool
-    """Exit code 0 and the program ran to its end."""
+    """The program (code and tests) returned to the runner, which then printed the harness's nonce, and
+    the sandbox exited 0."""
     status: str
-    """``passed``, ``failed`` (non-zero exit / exception), ``timeout``, ``killed`` (signal, e.g. memory) or
-    ``error`` (the sandbox itself could not run)."""
+    """``passed``, ``failed`` (non-zero exit, exception, or an exit before the tests finished),
+    ``timeout``, ``killed`` (a signal: memory or CPU limit) or ``error`` (the sandbox could not start)."""
     returncode: int | None
     seconds: float
     stdout: str = ""
@@ -127,40 +113,74 @@ class SandboxResult:
                 "seconds": round(self.seconds, 3), "stderr": self.stderr[-500:]}
 
 
+def _system_binds() -> list[str]:
+    """bwrap arguments that make the interpreter and its libraries visible, read-only."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    extra = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix,
+                                           os.path.dirname(os.path.realpath(sys.executable)))}
+    return args + _binds_with_parents(sorted(p for p in extra if not p.startswith("/usr/")), writable=False)
+
+
+def _binds_with_parents(paths: Sequence[str], writable: bool) -> list[str]:
+    """Bind each host path at the same place, creating world-traversable parents first (bwrap would
+    otherwise copy restrictive modes such as /root's 0700 and the unprivileged user could not reach it)."""
+    args: list[str] = []
+    made = {"/", "/usr"}
+    for p in paths:
+        parts = Path(p).parts
+        for i in range(2, len(parts)):
+            parent = str(Path(*parts[:i]))
+            if parent not in made:
+                args += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
+        args += ["--bind" if writable else "--ro-bind", p, p]
+        made.add(p)
+    return args
+
+
+def _bwrap_args(harness: Path, work_mb: int, readonly_paths: Sequence[str]) -> list[str]:
+    exe = shutil.which("bwrap")
+    if exe is None:
+        raise SandboxUnavailable(f"code benchmarks run generated programs under bubblewrap (bwrap), which is "
+                                 f"not on PATH: {INSTALL_HINT}")
+    user = [] if os.geteuid() == 0 else ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    extra = sorted({os.path.realpath(p) for p in readonly_paths})
+    return [exe, *user, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv",
+            *_system_binds(), *_binds_with_parents(extra, writable=False),
+            "--dev", "/dev", "--proc", "/proc",
+            "--size", str(work_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", WORKDIR,
+            "--ro-bind", str(harness), HARNESS, "--chdir", WORKDIR,
+            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", WORKDIR, "--setenv", "TMPDIR", WORKDIR,
+            "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0",
+            "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "OMP_NUM_THREADS", "1",
+            "--", os.path.realpath(sys.executable), "-I", "-S", f"{HARNESS}/run.py"]
+
+
 @functools.lru_cache(maxsize=1)
-def network_namespace_available() -> bool:
-    """True when ``unshare -n`` can run a command in an empty network namespace here."""
-    exe = shutil.which("unshare")
-    if not exe or not sys.platform.startswith("linux"):
-        return False
-    for extra in ([], ["--map-root-user"]):
-        try:
-            r = subprocess.run([exe, "-n", *extra, "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0:
-            _UNSHARE_ARGS[:] = [exe, "-n", *extra, "--"]
-            return True
-    return False
+def _probe(path_env: str | None) -> str | None:
+    """None when a trivial program passes in the sandbox here, else why not (cached per PATH)."""
+    try:
+        r = _run(" ", timeout=30, memory_mb=512, file_mb=1, readonly_paths=())
+    except SandboxUnavailable as e:
+        return str(e)
+    if r.passed:
+        return None
+    return (f"bubblewrap (bwrap) is installed but could not start a sandbox here ({r.stderr.strip()[-300:]}); "
+            "it needs user namespaces (sysctl kernel.unprivileged_userns_clone=1) or to run as root with "
+            f"CAP_SYS_ADMIN; {INSTALL_HINT}")
 
 
-_UNSHARE_ARGS: list[str] = []
-
-
-def _limits(memory_mb: int, cpu_s: int, file_mb: int):
-    def apply() -> None:  # runs in the child between fork and exec
-        import resource
-
-        mem = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 1024 * 1024,) * 2)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the in-process guard covers it
-            resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
-
-    return apply
+def require_sandbox() -> None:
+    """Raise :class:`SandboxUnavailable` (one line, saying how to fix it) unless the sandbox works here."""
+    why = _probe(os.environ.get("PATH"))
+    if why:
+        raise SandboxUnavailable(why)
 
 
 def _read(path: Path, limit: int = 20_000) -> str:
@@ -172,55 +192,116 @@ def _read(path: Path, limit: int = 20_000) -> str:
         return ""
 
 
-def run_code(code: str, timeout: float = 10.0, memory_mb: int = 1024, file_mb: int = 16) -> SandboxResult:
-    """Run the Python program ``code`` contained; never raises for anything the code does."""
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="t2l-sandbox-"))
-    marker = "T2L-END-" + secrets.token_hex(16)
-    try:
-        (tmp / "prog.py").write_text(code, encoding="utf-8")
-        (tmp / "run.py").write_text(_GUARD, encoding="utf-8")
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C.UTF-8",
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "T2L_SANDBOX_MARKER": marker,
-               "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-I", "-S", "run.py"]
-        if network_namespace_available():
-            cmd = _UNSHARE_ARGS + cmd
-        with open(tmp / "stdout.txt", "wb") as out, open(tmp / "stderr.txt", "wb") as err:
+def _nproc_limit() -> int:
+    """Processes the program may have: the host's count for the uid it runs as, plus 64 (RLIMIT_NPROC
+    counts per real uid, so a fork bomb stops there)."""
+    uid = SANDBOX_UID if os.geteuid() == 0 else os.getuid()
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
             try:
-                proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True,
-                                        preexec_fn=_limits(memory_mb, max(1, int(timeout) + 1), file_mb))
+                n += os.stat(f"/proc/{d}").st_uid == uid
+            except OSError:
+                pass
+    return n + 64
+
+
+def _run(code: str, timeout: float, memory_mb: int, file_mb: int, readonly_paths: Sequence[str]) -> SandboxResult:
+    t0 = time.perf_counter()
+    host = Path(tempfile.mkdtemp(prefix="t2l-sandbox-"))
+    nonce = secrets.token_hex(16).encode()
+    fds: list[int] = []
+    try:
+        harness = host / "harness"
+        harness.mkdir()
+        (harness / "prog.py").write_text(code, encoding="utf-8")
+        (harness / "run.py").write_text(_RUNNER, encoding="utf-8")
+        for p in (host, harness):
+            p.chmod(0o755)  # readable by the unprivileged user, writable by nobody but us
+        for p in harness.iterdir():
+            p.chmod(0o644)
+        cmd = _bwrap_args(harness, work_mb=max(16, 4 * file_mb), readonly_paths=readonly_paths)
+        req_r, req_w = os.pipe()
+        nonce_r, nonce_w = os.pipe()
+        fds += [req_r, req_w, nonce_r, nonce_w]
+        mem = memory_mb * 1024 * 1024
+        cmd += [str(req_w), str(nonce_r), str(mem), str(max(1, int(timeout) + 1)),
+                str(file_mb * 1024 * 1024), str(_nproc_limit())]
+        with open(host / "stdout.txt", "wb") as out, open(host / "stderr.txt", "wb") as err:
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        pass_fds=(req_w, nonce_r), start_new_session=True)
             except OSError as e:
                 return SandboxResult(False, "error", None, time.perf_counter() - t0, stderr=str(e))
-            try:
-                rc = proc.wait(timeout=timeout)
-                status = None
-            except subprocess.TimeoutExpired:
-                status = "timeout"
-            finally:
-                try:  # kill the whole group: leftovers of a timeout, or children the program left behind
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                rc = proc.wait()
-        stdout, stderr = _read(tmp / "stdout.txt"), _read(tmp / "stderr.txt")
+            for fd in (req_w, nonce_r):
+                os.close(fd)
+                fds.remove(fd)
+            status = _serve_nonce(proc, req_r, nonce_w, nonce, t0 + timeout)
+            fds.remove(nonce_w)  # closed by _serve_nonce
+            if status is None:
+                try:
+                    proc.wait(timeout=max(0.1, t0 + timeout - time.perf_counter()))
+                except subprocess.TimeoutExpired:
+                    status = "timeout"
+            if proc.poll() is None:
+                proc.kill()  # bwrap is the PID namespace's parent: everything inside dies with it
+            rc = proc.wait()
+        stdout, stderr = _read(host / "stdout.txt"), _read(host / "stderr.txt")
+        lines = stdout.rstrip("\n").split("\n")
         if status is None:
-            if rc == 0 and marker in stdout:
+            if rc == 0 and lines[-1] == nonce.decode():
                 status = "passed"
-            elif rc < 0:
+            elif rc < 0 or rc > 128:
                 status = "killed"
             else:
                 status = "failed"
-        stdout = stdout.replace(marker, "").rstrip("\n")
+        if status == "passed":
+            stdout = "\n".join(lines[:-1]).rstrip("\n")
         return SandboxResult(status == "passed", status, rc, time.perf_counter() - t0, stdout, stderr)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(host, ignore_errors=True)
+
+
+def _serve_nonce(proc: subprocess.Popen, req_r: int, nonce_w: int, nonce: bytes, deadline: float) -> str | None:
+    """Answer the runner's one request for the nonce; returns "timeout" if the deadline passed first."""
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return "timeout"
+            ready, _, _ = select.select([req_r], [], [], min(left, 0.5))
+            if not ready:
+                if proc.poll() is not None:
+                    return None
+                continue
+            if not os.read(req_r, 1):  # every writer closed: the program ended without asking
+                return None
+            try:
+                os.write(nonce_w, nonce)
+            except BrokenPipeError:
+                pass
+            return None
+    finally:
+        os.close(nonce_w)
+
+
+def run_code(code: str, timeout: float = 10.0, memory_mb: int = 1024, file_mb: int = 16,
+             readonly_paths: Sequence[str] = ()) -> SandboxResult:
+    """Run the Python program ``code`` (candidate code followed by its tests) in the sandbox.
+
+    Never raises for anything the code does; raises :class:`SandboxUnavailable` if the sandbox cannot
+    run here. ``readonly_paths`` are host directories made visible, read-only, at the same path.
+    """
+    require_sandbox()
+    return _run(code, timeout, memory_mb, file_mb, readonly_paths)
 
 
 def run_many(programs: Sequence[str], timeout: float = 10.0, memory_mb: int = 1024,
              workers: int | None = None) -> list[SandboxResult]:
     """Run several programs, ``workers`` at a time (default: CPU count, at most 4), in input order."""
+    require_sandbox()
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda c: run_code(c, timeout, memory_mb), programs))
+        return list(pool.map(lambda c: _run(c, timeout, memory_mb, 16, ()), programs))
