@@ -187,6 +187,10 @@ class LoRAAdapter:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from .hub import download, is_repo_id
+
+        if is_repo_id(path):  # "org/name" that is not a local path: the Hugging Face Hub
+            path = download(str(path), what="adapter")
         path = Path(path)
         cfg_path, w_path = path / "adapter_config.json", path / "adapter_model.safetensors"
         if not cfg_path.is_file():
@@ -218,6 +222,13 @@ class LoRAAdapter:
         if ad.r != int(cfg.get("r", ad.r)):
             raise AdapterError(f"{cfg_path}: r={cfg.get('r')} but the tensors have rank {ad.r}")
         return ad.validate(base)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    gguf: bool = False) -> str:
+        """Upload as a PEFT directory with a model card (plus ``adapter.gguf`` with ``gguf``) to the Hub."""
+        from .hub import push_adapter
+
+        return push_adapter(self, repo_id, private=private, token=token, gguf=gguf)
 
     # ------------------------------------------------------------------ utilities
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LoRAAdapter":

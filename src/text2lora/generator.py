@@ -139,6 +139,11 @@ class TextToLoRA(nn.Module):
         from safetensors.torch import load_file
 
         shipped = path is None
+        if not shipped:
+            from .hub import download, is_repo_id
+
+            if is_repo_id(path):  # "org/name" that is not a local path: the Hugging Face Hub
+                path = download(str(path))
         path = Path(path) if path is not None else DEFAULT_GENERATOR_DIR
         cfg_path, w_path = path / "config.json", path / "model.safetensors"
         if shipped and not (cfg_path.is_file() and w_path.is_file()):
@@ -185,6 +190,12 @@ class TextToLoRA(nn.Module):
         if device is not None:
             gen.to(device)
         return gen
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+        """Upload this generator with a model card to the Hugging Face Hub; returns the repo URL."""
+        from .hub import push_generator
+
+        return push_generator(self, repo_id, private=private, token=token)
 
     # ------------------------------------------------------------------ generation
     @property

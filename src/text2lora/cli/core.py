@@ -13,7 +13,8 @@ from ..errors import ConfigError
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="CKPT", default=None,
-                   help="generator checkpoint directory (default: the shipped generator)")
+                   help="generator checkpoint directory or Hugging Face Hub repo id org/name (default: the shipped "
+                        "generator)")
 
 
 def _add_output_args(p: argparse.ArgumentParser, what: str) -> None:
