@@ -152,7 +152,7 @@ def test_oracle_library_gives_each_task_its_own_adapter(base, tmp_path):
 
 def test_adapter_for_another_base_names_both(base, tmp_path):
     other = make_base("llama", num_layers=3)
-    other.spec.__class__  # a 3-layer model: its adapters do not fit the 2-layer base
+    # a 3-layer model: its adapters do not fit the 2-layer base
     ad = random_adapter(other.spec, seed=1)
     object.__setattr__(other.spec, "name", "tiny-llama-3layers")
     ad.base = other.spec
@@ -191,8 +191,9 @@ def test_run_resume_and_determinism(base, artifacts, tmp_path, monkeypatch):
     assert len(per_cell) == len(conds) * 3
     assert len({tuple(v) for (c, t), v in per_cell.items() if t == "toy_mc"}) == 1
     assert len(per_cell[("base", "toy_mc")]) == 4 and len(per_cell[("base", "toy_code")]) == 2
-    assert all(r["sandbox"]["status"] in ("failed", "passed", "timeout", "killed")
-               for r in first if r["task"] == "toy_code")
+    # the tiny random model writes token soup, never a program that passes the task's tests
+    code = [r for r in first if r["task"] == "toy_code"]
+    assert code and {r["sandbox"]["status"] for r in code} == {"failed"} and not any(r["correct"] for r in code)
     # conditions differ: the adapter and the generator change the multiple-choice log-likelihoods
     lp = {r["condition"]: r["logprobs"] for r in first if r["task"] == "toy_mc" and r["index"] == per_cell[("base", "toy_mc")][0]}
     assert len({tuple(v) for v in lp.values()}) == len(conds)
