@@ -7,6 +7,8 @@ import torch
 
 from text2lora import TextToLoRA, apply_adapters, load_base
 
+pytestmark = pytest.mark.slow  # loads the real default base model (run with -m slow)
+
 
 @pytest.fixture(scope="module")
 def smollm2():
