@@ -39,6 +39,21 @@ if ! command -v bwrap >/dev/null; then
     echo "note: install bubblewrap (bwrap) for the code benchmarks' sandbox" >&2
   fi
 fi
+# Optional: llama-cpp-python, for running GGUF adapters in llama.cpp (tests/test_llama_cpp.py). PyPI has only
+# its source, which compiles for 12-40 minutes, so the default set-up skips it: a wheel cached in
+# $T2L_WHEELS (default ~/wheels) installs in seconds; T2L_LLAMA_CPP=1 builds that wheel first.
+LLAMA_CPP="llama-cpp-python==0.3.36"
+WHEELS=${T2L_WHEELS:-$HOME/wheels}
+if ! $PY -c "import llama_cpp" 2>/dev/null; then
+  if [ "${T2L_LLAMA_CPP:-0}" = 1 ] && ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building $LLAMA_CPP into $WHEELS (12-40 minutes)" >&2
+    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+      $PY -m pip wheel --quiet --disable-pip-version-check --no-deps "$LLAMA_CPP" -w "$WHEELS"
+  fi
+  if ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    $PY -m pip install --quiet --disable-pip-version-check "${PIN[@]}" "$(ls -t "$WHEELS"/llama_cpp_python-*.whl | head -1)"
+  fi
+fi
 # Build the dequantized cache of the default base once (about 30 s), so later loads take under a second.
 $PY -c "import text2lora as t; t.load_base()" >/dev/null
 echo "text2lora is installed: try  t2l --help"

