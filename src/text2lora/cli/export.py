@@ -18,9 +18,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     adapter = LoRAAdapter.load(args.adapter)
     path = adapter.save(out, force=args.force, format=args.format, base_gguf=args.base_gguf)
     if not args.quiet:
+        from ..formats.gguf import find_base_gguf
+
+        base = args.base_gguf or find_base_gguf(adapter.base)
         print(path)
         print(f"wrote a llama.cpp LoRA adapter (rank {adapter.r}, modules {', '.join(adapter.A)}); use it with "
-              f"the base GGUF: llama-cli -m BASE.gguf --lora {path}", file=sys.stderr)
+              f"its base: llama-cli -m {base} --lora {path}", file=sys.stderr)
     return 0
 
 

@@ -103,14 +103,15 @@ def _maybe_int(v: Any) -> int | None:
     return int(v)
 
 
-def find_base_gguf(spec: "BaseSpec") -> Path:
-    """The GGUF file of an adapter's base: the embedded default's, or the ``.gguf`` it was made from.
+def find_base_gguf(base: "BaseSpec | str") -> Path:
+    """The GGUF file of a base (spec or name): the embedded default's, or the ``.gguf`` it was loaded from.
 
     Any other base (a Hugging Face id or directory) must be converted by the user first.
+    ``find_base_gguf("smollm2-135m-instruct")`` is the file to pass to llama.cpp as ``-m``.
     """
     from ..base import EMBEDDED_BASES, _embedded_gguf
 
-    name = spec.name
+    name = base if isinstance(base, str) else base.name
     for key, entry in EMBEDDED_BASES.items():
         if name in (key, entry[2]):  # the embedded name, or its upstream id (adapters made elsewhere)
             return _embedded_gguf(key)
