@@ -162,4 +162,9 @@ def test_adapter_dir_holds_peft_adapters_that_a_restarted_server_finds(server):
                  409, "adapter_exists")
     fresh = AdapterStore(server.engine.gen, adapter_dir=server.root / "adapters")  # a new server on the same dir
     info = fresh.lookup("news_summary")
-    assert info.description == desc and fresh.get(desc)[2] is True  # served from disk, not regenerated
+    assert info.description == desc
+    by_id, info, hit = fresh.by_id("news_summary")  # by id: the directory, read once
+    assert hit is True and not info.generated and info.digest == live.digest() == by_id.digest()
+    # by description: generated here, never read from disk (equal weights: same generator, same description)
+    generated, ginfo, hit = fresh.get(desc)
+    assert hit is False and ginfo.generated and generated.digest() == live.digest()

@@ -12,6 +12,7 @@ evaluation, so an exported adapter reproduces what training saw.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -103,6 +104,17 @@ class LoRAAdapter:
         if len(ranks) != 1:
             raise AdapterError(f"adapter modules have different ranks {sorted(ranks)}; one rank is required")
         return self
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of what the adapter computes: its tensors (names, shapes, dtypes, bytes), alpha and
+        rsLoRA. Two adapters with the same digest change the base model in the same way."""
+        h = hashlib.sha256(repr((self.base.name, float(self.alpha), bool(self.use_rslora))).encode())
+        for name in sorted(self.A):
+            for t in (self.A[name], self.B[name]):
+                t = t.detach().to("cpu").contiguous()
+                h.update(repr((name, tuple(t.shape), str(t.dtype))).encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ PEFT format
     def peft_state_dict(self) -> dict[str, Tensor]:
@@ -200,6 +212,9 @@ class LoRAAdapter:
             raise AdapterError(f"{w_path} is missing; adapters saved as .bin (pickle) are not loaded, re-save "
                                "with safetensors")
         cfg = read_json(cfg_path)
+        if not isinstance(cfg, dict):
+            raise AdapterError(f"{cfg_path} holds a JSON {type(cfg).__name__}, not an object; it must be the "
+                               "adapter_config.json that PEFT or `t2l generate` writes")
         if cfg.get("peft_type", "LORA") != "LORA":
             raise AdapterError(f"{cfg_path}: peft_type is {cfg.get('peft_type')!r}; only LORA adapters are supported")
         for k in ("rank_pattern", "alpha_pattern"):
@@ -213,6 +228,9 @@ class LoRAAdapter:
             raise AdapterError(f"{w_path} is corrupt ({e}); regenerate or re-download the adapter") from None
         meta_path = path / "text2lora.json"
         meta = read_json(meta_path) if meta_path.is_file() else {}
+        if not isinstance(meta, dict):
+            raise AdapterError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object; delete it or "
+                               "regenerate the adapter")
         own = BaseSpec.from_dict(meta["base"]) if "base" in meta else None
         spec = own or base or _spec_from_keys(tensors, cfg, path)
         A, B = _stack(tensors, spec, path)

@@ -7,6 +7,7 @@ FastAPI, uvicorn and Gradio are imported only when these commands run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import ConfigError
@@ -31,7 +32,8 @@ def _engine(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     cfg = EngineConfig(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, cache_size=args.cache_size,
                        adapter_dir=getattr(args, "adapter_dir", None), max_tokens_limit=args.max_tokens_limit,
-                       default_max_tokens=args.default_max_tokens)
+                       default_max_tokens=args.default_max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                       adapter_dir_quota_mb=getattr(args, "adapter_dir_quota_mb", None))
     return load_engine(args.model, args.base, cfg, device=args.device)
 
 
@@ -44,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = _engine(args)
     print(f"serving {engine.base_name} at http://{args.host}:{args.port}/v1 (model 't2l:<description>' "
           "generates an adapter)", file=sys.stderr)
-    serve(engine, args.host, args.port, args.max_body_bytes, log_level="warning" if args.quiet else "info")
+    serve(engine, args.host, args.port, args.max_body_bytes, log_level="warning" if args.quiet else "info",
+          api_key=args.api_key or os.environ.get("T2L_API_KEY") or None)
     return 0
 
 
@@ -71,6 +74,8 @@ def _common(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--cache-size", type=int, default=64, help="adapters kept in memory (LRU)")
     p.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
+    p.add_argument("--max-prompt-tokens", type=int, default=2048,
+                   help="longest prompt in tokens; longer ones get 400 context_length_exceeded (default 2048)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p, 8000)
     p.add_argument("--adapter-dir", default=None,
                    help="also write each generated adapter to DIR/<id>/ (vLLM filesystem LoRA resolver layout)")
+    p.add_argument("--adapter-dir-quota-mb", type=float, default=2048.0,
+                   help="most MB of adapter directories this server writes to --adapter-dir; least recently used "
+                   "deleted first (default 2048; 0 = no limit)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (what OpenAI clients send) on every /v1 request "
+                   "(default: $T2L_API_KEY, else none)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.set_defaults(func=cmd_serve)

@@ -11,9 +11,13 @@ streaming requests run inside batches like any other. Rows that reach their own
 ``max_tokens``, end-of-sequence or a stop string are marked finished (their
 later positions are padding) while the other rows go on.
 
-Only requests with the same sampling settings share a batch (greedy with
-greedy, same temperature/top-p together); the others wait for the next batch.
-Batches are static: a request that arrives while a batch runs joins the next one.
+Only requests with the same sampling settings and prompts of similar length share a
+batch (greedy with greedy, same temperature/top-p together; prompt lengths in the same
+power-of-two bucket, all prompts up to 64 tokens in one), so a short prompt is never
+padded to a long one's length; the oldest waiting request's group runs first, the
+others wait for the next batch. Batches are static: a request that arrives while a
+batch runs joins the next one. A cancelled request (its client went away) is dropped
+before its batch starts, or its row stops at the next decoding step.
 
 Because only the worker thread runs the model, and adapters are attached per row
 for the duration of one ``generate`` call, concurrent requests never see each
@@ -73,8 +77,13 @@ class GenRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def sampling_key(self) -> tuple[float, float]:
-        """Requests share a batch only when this key is equal."""
+        """The sampling settings: requests share a batch only when these are equal."""
         return (0.0, 1.0) if self.temperature <= 0 else (float(self.temperature), float(self.top_p))
+
+    def batch_key(self) -> tuple[float, float, int]:
+        """Requests share a batch only when this key is equal: sampling settings and the prompt length's
+        power-of-two bucket (up to 64 tokens: bucket 0)."""
+        return (*self.sampling_key(), max(0, (len(self.prompt_ids) - 1).bit_length() - 6))
 
 
 class _Row:
@@ -207,8 +216,8 @@ class Batcher:
         start = time.monotonic()
         deadline = start + self.wait_s
         while True:
-            key = self._pending[0].sampling_key()
-            if sum(r.sampling_key() == key for r in self._pending) >= self.max_batch:
+            key = self._pending[0].batch_key()
+            if sum(r.batch_key() == key for r in self._pending) >= self.max_batch:
                 break
             timeout = deadline - time.monotonic()
             try:
@@ -220,8 +229,8 @@ class Batcher:
                 break
             self._pending.append(item)
             deadline = min(time.monotonic() + self.wait_s, start + 4 * self.wait_s)
-        key = self._pending[0].sampling_key()
-        batch = [r for r in self._pending if r.sampling_key() == key][: self.max_batch]
+        key = self._pending[0].batch_key()
+        batch = [r for r in self._pending if r.batch_key() == key][: self.max_batch]
         taken = {id(r) for r in batch}
         self._pending = [r for r in self._pending if id(r) not in taken]
         return batch

@@ -1,12 +1,25 @@
-"""Adapters generated on demand: an LRU cache keyed by description, ids, and an optional adapter directory.
+"""Adapters generated on demand: an LRU cache keyed by adapter id and weights digest, and an adapter directory.
 
 An adapter's id is a name matching ``[A-Za-z0-9_-]{1,64}``: either chosen by the
-client (``POST /v1/adapters`` with ``name``) or derived from the description
-(``t2l-`` + 16 hex digits of its SHA-256), so the same description always gets
-the same id. The id -> description registry outlives the LRU cache (an evicted
-adapter is simply generated again on its next use). With ``adapter_dir`` set,
-each generated adapter is also written to ``adapter_dir/<id>/`` as a PEFT
-directory, the layout vLLM's filesystem LoRA resolver reads.
+client (``POST /v1/adapters`` with ``name``) or derived from the loaded generator's
+digest and the description (``t2l-`` + 16 hex digits of a SHA-256), so the same
+description always gets the same id from the same generator.
+
+What is served is decided by ids and digests, never by a description alone:
+
+- ``t2l:<description>`` (and ``POST /v1/adapters``) resolves only to an adapter *this
+  process generated* for exactly that description with the loaded generator; nothing
+  read from disk is ever served for a description.
+- An id resolves to what was registered under it: an adapter generated here, or
+  else the directory ``adapter_dir/<id>/`` (written by this or an earlier server, or
+  placed there by whoever runs the server). The in-memory cache is keyed by
+  ``(id, weights digest)``, so two directories with the same description in
+  ``text2lora.json`` are two different adapters.
+
+With ``adapter_dir`` set, each generated adapter is also written to
+``adapter_dir/<id>/`` as a PEFT directory, the layout vLLM's filesystem LoRA resolver
+reads; directories this process wrote are kept under ``disk_quota_mb``, the least
+recently used deleted first (directories it did not write are never deleted).
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -21,10 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..adapter import VLLM_RANKS, LoRAAdapter
 from ..errors import OutputExistsError, T2LError
 
-__all__ = ["ADAPTER_ID_RE", "AdapterInfo", "AdapterStore", "adapter_id_for", "UnknownAdapter", "BadAdapterId"]
+__all__ = ["ADAPTER_ID_RE", "AdapterInfo", "AdapterStore", "adapter_id_for", "generator_digest", "UnknownAdapter",
+           "BadAdapterId", "InvalidDescription", "check_description"]
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +57,35 @@ class BadAdapterId(T2LError):
     """The id has characters or a length that ids never have."""
 
 
-def adapter_id_for(description: str) -> str:
-    """The id the server gives a description's adapter when the client names none."""
-    return "t2l-" + hashlib.sha256(description.encode("utf-8")).hexdigest()[:16]
+class InvalidDescription(T2LError, ValueError):
+    """The task description is empty or too long."""
+
+
+def adapter_id_for(description: str, gen_digest: str | None = None) -> str:
+    """The id the server gives a description's adapter from the generator with digest ``gen_digest``."""
+    key = description if gen_digest is None else f"{gen_digest}\0{description}"
+    return "t2l-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def generator_digest(generator: Any) -> str:
+    """The generator's checkpoint digest, else a SHA-256 of its weights in memory."""
+    if getattr(generator, "digest", None):
+        return str(generator.digest)
+    h = hashlib.sha256()
+    for k, v in sorted(generator.hypernet.state_dict().items()):
+        v = v.detach().to("cpu").contiguous()
+        h.update(repr((k, tuple(v.shape), str(v.dtype))).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def check_description(description: Any) -> str:
-    """Return the stripped description, or raise ``ValueError`` saying what is wrong with it."""
+    """Return the stripped description, or raise :class:`InvalidDescription` saying what is wrong with it."""
     if not isinstance(description, str) or not description.strip():
-        raise ValueError("the task description is empty; describe the task in a sentence, e.g. "
+        raise InvalidDescription("the task description is empty; describe the task in a sentence, e.g. "
                          "'Answer grade-school math word problems step by step.'")
     if len(description) > MAX_DESCRIPTION_CHARS:
-        raise ValueError(f"the task description has {len(description)} characters; the limit is "
+        raise InvalidDescription(f"the task description has {len(description)} characters; the limit is "
                          f"{MAX_DESCRIPTION_CHARS}")
     return description.strip()
 
@@ -65,32 +99,43 @@ class AdapterInfo:
     created: int
     generation_ms: float
     path: str | None = None
+    digest: str = ""
+    """SHA-256 of the weights (:meth:`LoRAAdapter.digest`)."""
+    generated: bool = False
+    """Generated by this process from ``description`` with the loaded generator (else read from ``path``)."""
 
     def to_json(self, rank: int | None = None, base_model: str | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "adapter", "description": self.description, "created": self.created,
                 "generation_ms": round(self.generation_ms, 2), "rank": rank, "base_model": base_model,
-                "path": self.path}
+                "path": self.path, "digest": self.digest, "source": "generated" if self.generated else "directory"}
 
 
 class AdapterStore:
-    """Thread-safe: description -> adapter (LRU, ``capacity`` entries) and id -> description.
+    """Thread-safe: ``(id, digest)`` -> adapter (LRU, ``capacity`` entries) and id -> :class:`AdapterInfo`.
 
     Concurrent requests for the same new description generate it once; the others wait.
     """
 
     def __init__(self, generator: Any, capacity: int = 64, adapter_dir: str | Path | None = None,
-                 max_ids: int = 100_000, gen_lock: threading.Lock | None = None):
+                 max_ids: int = 100_000, gen_lock: threading.Lock | None = None,
+                 disk_quota_mb: float | None = None):
         self.gen, self.capacity, self.max_ids = generator, capacity, max_ids
+        self.gen_digest = generator_digest(generator)
         self.adapter_dir = Path(adapter_dir) if adapter_dir else None
         if self.adapter_dir is not None:
             self.adapter_dir.mkdir(parents=True, exist_ok=True)
-        self._lru: OrderedDict[str, LoRAAdapter] = OrderedDict()
+        self.disk_quota = None if disk_quota_mb is None else int(disk_quota_mb * 1024 * 1024)
+        self._lru: OrderedDict[tuple[str, str], LoRAAdapter] = OrderedDict()
         self._ids: OrderedDict[str, AdapterInfo] = OrderedDict()
-        self._by_desc: dict[str, str] = {}
+        self._written: OrderedDict[str, int] = OrderedDict()  # ids whose directory this process wrote -> bytes
         self._lock = threading.Lock()
         self._gen_lock = gen_lock or threading.Lock()
         self._inflight: dict[str, threading.Event] = {}
-        self.stats = {"hits": 0, "misses": 0, "evictions": 0, "generated": 0}
+        self.stats = {"hits": 0, "misses": 0, "evictions": 0, "generated": 0, "disk_evictions": 0}
+
+    def generated_id(self, description: str) -> str:
+        """The id of ``description``'s adapter from the loaded generator."""
+        return adapter_id_for(check_description(description), self.gen_digest)
 
     # ------------------------------------------------------------------ ids
     def lookup(self, adapter_id: str) -> AdapterInfo:
@@ -107,22 +152,28 @@ class AdapterStore:
                                  "or use \"model\": \"t2l:<task description>\"")
         return info
 
-    def _from_disk(self, adapter_id: str) -> AdapterInfo | None:
-        """An adapter written earlier to ``adapter_dir`` (by this or a previous server)."""
+    def _load_dir(self, adapter_id: str) -> LoRAAdapter | None:
         assert self.adapter_dir is not None
         path = self.adapter_dir / adapter_id  # the id regex rules out separators and '..'
         if not (path / "adapter_config.json").is_file():
             return None
         try:
-            adapter = LoRAAdapter.load(path, self.gen.base_spec)
+            return LoRAAdapter.load(path, self.gen.base_spec)
         except T2LError as e:
             log.warning("ignoring adapter %s: %s", path, e)
             return None
-        desc = adapter.description or adapter_id
-        info = AdapterInfo(adapter_id, desc, int(path.stat().st_mtime), 0.0, str(path))
+
+    def _from_disk(self, adapter_id: str) -> AdapterInfo | None:
+        """An adapter directory in ``adapter_dir``, registered under its id and weights digest."""
+        adapter = self._load_dir(adapter_id)
+        if adapter is None:
+            return None
+        path = self.adapter_dir / adapter_id  # type: ignore[operator]
+        info = AdapterInfo(adapter_id, adapter.description or adapter_id, int(path.stat().st_mtime), 0.0,
+                           str(path), adapter.digest(), generated=False)
         with self._lock:
             self._remember(info)
-            self._put(desc, adapter)
+            self._put((adapter_id, info.digest), adapter)
         return info
 
     def list(self) -> list[AdapterInfo]:
@@ -133,86 +184,162 @@ class AdapterStore:
     def _remember(self, info: AdapterInfo) -> None:
         self._ids[info.id] = info
         self._ids.move_to_end(info.id)
-        self._by_desc[info.description] = info.id
         while len(self._ids) > self.max_ids:
-            old, old_info = self._ids.popitem(last=False)
-            if self._by_desc.get(old_info.description) == old:
-                del self._by_desc[old_info.description]
+            self._ids.popitem(last=False)
 
-    def _put(self, description: str, adapter: LoRAAdapter) -> None:
-        self._lru[description] = adapter
-        self._lru.move_to_end(description)
+    def _put(self, key: tuple[str, str], adapter: LoRAAdapter) -> None:
+        self._lru[key] = adapter
+        self._lru.move_to_end(key)
         while len(self._lru) > self.capacity:
             self._lru.popitem(last=False)
             self.stats["evictions"] += 1
 
     # ------------------------------------------------------------------ adapters
-    def get(self, description: str, name: str | None = None) -> tuple[LoRAAdapter, AdapterInfo, bool]:
-        """The adapter for ``description`` (generated on first use): ``(adapter, info, cache_hit)``.
+    def by_id(self, adapter_id: str) -> tuple[LoRAAdapter, AdapterInfo, bool]:
+        """The adapter registered under ``adapter_id``: ``(adapter, info, cache_hit)``."""
+        info = self.lookup(adapter_id)
+        with self._lock:
+            adapter = self._lru.get((info.id, info.digest))
+            if adapter is not None:
+                self._lru.move_to_end((info.id, info.digest))
+                self._ids.move_to_end(info.id)
+                self.stats["hits"] += 1
+                self._touch(info.id)
+                return adapter, info, True
+        if info.generated:  # evicted from memory: generate it again (deterministic)
+            adapter, _, hit = self.get(info.description)
+            with self._lock:
+                self._put((info.id, info.digest), adapter)
+            return adapter, info, hit
+        adapter = self._load_dir(info.id) if self.adapter_dir is not None else None
+        if adapter is None:
+            with self._lock:
+                self._ids.pop(info.id, None)
+            raise UnknownAdapter(f"adapter {info.id!r} is no longer in the adapter directory")
+        digest = adapter.digest()
+        with self._lock:
+            self.stats["misses"] += 1
+            if digest != info.digest:  # the directory was replaced: it is another adapter now
+                info = AdapterInfo(info.id, adapter.description or info.id, int(time.time()), 0.0, info.path,
+                                   digest, generated=False)
+                self._remember(info)
+            self._put((info.id, digest), adapter)
+        return adapter, info, False
 
-        ``name`` gives the adapter an id of the client's choosing; it must be unused or
-        already belong to the same description (``ValueError`` otherwise).
+    def get(self, description: str, name: str | None = None) -> tuple[LoRAAdapter, AdapterInfo, bool]:
+        """The adapter this process generates for ``description`` with the loaded generator (generated on
+        first use): ``(adapter, info, cache_hit)``. Never anything read from disk.
+
+        ``name`` gives the adapter an id of the client's choosing; it must be unused or already be this
+        description's generated adapter (``FileExistsError`` otherwise).
         """
         description = check_description(description)
+        gid = adapter_id_for(description, self.gen_digest)
         if name is not None:
             if not isinstance(name, str) or not ADAPTER_ID_RE.match(name):
                 raise BadAdapterId(f"{str(name)[:80]!r} is not a valid adapter name (use {ADAPTER_ID_RE.pattern})")
             with self._lock:
                 other = self._ids.get(name)
-            if other is not None and other.description != description:
-                raise FileExistsError(f"adapter name {name!r} is already used for another description")
+            taken = (other is not None and not (other.generated and other.description == description)) or (
+                other is None and name != gid and self.adapter_dir is not None and (self.adapter_dir / name).exists())
+            if taken:
+                raise FileExistsError(f"adapter name {name!r} is already used for another adapter; choose "
+                                      "another name")
+            if name == gid:
+                name = None
         while True:
             with self._lock:
-                adapter = self._lru.get(description)
+                info = self._ids.get(gid)
+                adapter = self._lru.get((gid, info.digest)) if info is not None and info.generated else None
                 if adapter is not None:
-                    self._lru.move_to_end(description)
+                    self._lru.move_to_end((gid, info.digest))
+                    self._ids.move_to_end(gid)
                     self.stats["hits"] += 1
-                    info = self._ids.get(name or self._by_desc.get(description, ""))
-                    if info is None or info.description != description:
-                        info = self._new_info(description, name, 0.0)
-                    else:
-                        self._ids.move_to_end(info.id)
-                    return adapter, info, True
-                waiter = self._inflight.get(description)
+                    self._touch(gid)
+                    out = self._alias(info, name, adapter) if name else info
+                    hit = True
+                    break
+                waiter = self._inflight.get(gid)
                 if waiter is None:
-                    self._inflight[description] = threading.Event()
+                    self._inflight[gid] = threading.Event()
                     self.stats["misses"] += 1
+                    hit = False
                     break
             waiter.wait(timeout=300)
-        try:
-            t0 = time.perf_counter()
-            with self._gen_lock:
-                adapter = self.gen.generate(description)
-            ms = (time.perf_counter() - t0) * 1000
-            with self._lock:
-                self._put(description, adapter)
-                self.stats["generated"] += 1
-                info = self._new_info(description, name, ms)
-        finally:
-            with self._lock:
-                self._inflight.pop(description).set()
-        self._write(adapter, info)
-        return adapter, info, False
+        if not hit:
+            try:
+                t0 = time.perf_counter()
+                with self._gen_lock:
+                    adapter = self.gen.generate(description)
+                ms = (time.perf_counter() - t0) * 1000
+                digest = adapter.digest()
+                with self._lock:
+                    prev = self._ids.get(gid)
+                    info = AdapterInfo(gid, description, prev.created if prev and prev.generated else int(time.time()),
+                                       ms, prev.path if prev and prev.digest == digest else None, digest, True)
+                    self._remember(info)
+                    self._put((gid, digest), adapter)
+                    self.stats["generated"] += 1
+                    out = self._alias(info, name, adapter) if name else info
+            finally:
+                with self._lock:
+                    self._inflight.pop(gid).set()
+        self._write(adapter, out)
+        return adapter, out, hit
 
-    def _new_info(self, description: str, name: str | None, ms: float) -> AdapterInfo:
-        aid = name or self._by_desc.get(description) or adapter_id_for(description)
-        prev = self._ids.get(aid)
-        info = AdapterInfo(aid, description, prev.created if prev else int(time.time()),
-                           ms or (prev.generation_ms if prev else 0.0), prev.path if prev else None)
-        self._remember(info)
-        return info
+    def _alias(self, info: AdapterInfo, name: str, adapter: LoRAAdapter) -> AdapterInfo:
+        """Register ``name`` for the generated adapter ``info`` (lock held)."""
+        prev = self._ids.get(name)
+        alias = AdapterInfo(name, info.description, prev.created if prev else int(time.time()), info.generation_ms,
+                            prev.path if prev and prev.digest == info.digest else None, info.digest, True)
+        self._remember(alias)
+        self._put((name, info.digest), adapter)
+        return alias
 
     def _write(self, adapter: LoRAAdapter, info: AdapterInfo) -> None:
-        """Save to ``adapter_dir/<id>`` (once) for vLLM's filesystem resolver."""
+        """Save to ``adapter_dir/<id>`` (once) for vLLM's filesystem resolver, within the disk quota."""
         if self.adapter_dir is None or info.path is not None:
             return
         path = self.adapter_dir / info.id
         try:
             adapter.save(path, vllm=adapter.r in VLLM_RANKS)
         except OutputExistsError:
-            pass  # written before (by us or another process); the id is the description's hash or the client's name
+            on_disk = self._load_dir(info.id)
+            if on_disk is None or on_disk.digest() != info.digest:
+                log.warning("not writing adapter %s: %s already holds other weights", info.id, path)
+                return
+        else:
+            size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+            with self._lock:
+                self._written[info.id] = size
         info.path = str(path)
+        self._evict_disk()
+
+    def _touch(self, adapter_id: str) -> None:
+        if adapter_id in self._written:
+            self._written.move_to_end(adapter_id)
+
+    def _evict_disk(self) -> None:
+        """Delete the least recently used directories this process wrote until under the quota."""
+        if self.disk_quota is None:
+            return
+        while True:
+            with self._lock:
+                if sum(self._written.values()) <= self.disk_quota or len(self._written) <= 1:
+                    return
+                old, _ = self._written.popitem(last=False)
+                info = self._ids.get(old)
+                if info is not None:
+                    info.path = None
+                self.stats["disk_evictions"] += 1
+            shutil.rmtree(self.adapter_dir / old, ignore_errors=True)  # type: ignore[operator]
+
+    def disk_bytes(self) -> int:
+        """Bytes of the adapter directories this process wrote and still keeps."""
+        with self._lock:
+            return sum(self._written.values())
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {**self.stats, "size": len(self._lru), "capacity": self.capacity, "ids": len(self._ids)}
+            return {**self.stats, "size": len(self._lru), "capacity": self.capacity, "ids": len(self._ids),
+                    "disk_bytes": sum(self._written.values()), "disk_quota_bytes": self.disk_quota}

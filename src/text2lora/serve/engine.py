@@ -30,6 +30,12 @@ class EngineConfig:
     """write every generated adapter to DIR/<id>/ as a PEFT directory (--adapter-dir)."""
     max_tokens_limit: int = 1024
     """largest max_tokens a request may ask for (--max-tokens-limit)."""
+    max_prompt_tokens: int = 2048
+    """longest prompt in tokens a request may send; longer ones get 400 context_length_exceeded
+    (--max-prompt-tokens). Bounds the compute and memory one request can take."""
+    adapter_dir_quota_mb: float | None = 2048.0
+    """most megabytes of adapter directories this server writes to --adapter-dir; the least recently
+    used of them are deleted first (--adapter-dir-quota-mb; 0 = no limit)."""
     default_max_tokens: int = 256
     """max_tokens when a request gives none."""
 
@@ -42,6 +48,10 @@ class EngineConfig:
             raise ValueError(f"--cache-size must be >= 1, got {self.cache_size}")
         if self.max_tokens_limit < 1:
             raise ValueError(f"--max-tokens-limit must be >= 1, got {self.max_tokens_limit}")
+        if self.max_prompt_tokens < 1:
+            raise ValueError(f"--max-prompt-tokens must be >= 1, got {self.max_prompt_tokens}")
+        if self.adapter_dir_quota_mb is not None and self.adapter_dir_quota_mb < 0:
+            raise ValueError(f"--adapter-dir-quota-mb must be >= 0 (0 = no limit), got {self.adapter_dir_quota_mb}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens_limit)
 
 
@@ -62,7 +72,8 @@ class Engine:
         # a base-lm description encoder runs the base model: it must not overlap a batch (adapter hooks)
         shares_model = getattr(getattr(generator, "encoder_spec", None), "kind", "") == "base-lm"
         self.store = AdapterStore(generator, self.config.cache_size, self.config.adapter_dir,
-                                  gen_lock=self.model_lock if shares_model else None)
+                                  gen_lock=self.model_lock if shares_model else None,
+                                  disk_quota_mb=self.config.adapter_dir_quota_mb or None)
         self.batcher = Batcher(base, self.config.max_batch, self.config.batch_wait_ms, lock=self.model_lock)
         cfg = getattr(base.model, "config", None)
         self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
@@ -73,11 +84,10 @@ class Engine:
 
     def adapter(self, description: str | None = None, adapter_id: str | None = None,
                 name: str | None = None) -> tuple[LoRAAdapter, AdapterInfo, bool]:
-        """An adapter by description (generated on first use) or by id: ``(adapter, info, cache_hit)``."""
+        """An adapter by description (generated here with the loaded generator, on first use) or by id (what
+        is registered under it): ``(adapter, info, cache_hit)``."""
         if description is None:
-            info = self.store.lookup(adapter_id or "")
-            description = info.description
-            name = info.id
+            return self.store.by_id(adapter_id or "")
         return self.store.get(description, name=name)
 
     def chat_ids(self, messages: list[dict[str, str]] | str) -> list[int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import threading
@@ -38,7 +39,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import T2LError
 from .batcher import Event
-from .cache import BadAdapterId, UnknownAdapter
+from .cache import BadAdapterId, InvalidDescription, UnknownAdapter
 from .engine import Engine
 from .schemas import AdapterCreate, APIError, ChatRequest, CompletionRequest, error_body, validation_message
 
@@ -66,7 +67,26 @@ async def _read_json(request: Any, limit: int) -> dict[str, Any]:
         raise APIError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    _check_unicode(body)
     return body
+
+
+def _check_unicode(value: Any, where: str = "") -> None:
+    """400 for a string holding a lone UTF-16 surrogate (JSON allows "\\ud800"; no tokenizer reads it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise APIError(400, f"{where or 'a string'} holds a lone UTF-16 surrogate "
+                           f"({value[e.start]!r} at character {e.start}); send valid Unicode text",
+                           param=where.split("[")[0].split(".")[0] or None, code="invalid_value") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(k, where)
+            _check_unicode(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_unicode(v, f"{where}[{i}]")
 
 
 def _parse(model_cls: type, body: dict[str, Any]) -> Any:
@@ -83,6 +103,7 @@ class _Handler:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.requests = 0
+        self.disconnects = 0
 
     async def resolve(self, req: Any) -> tuple[Any, str, dict[str, Any]]:
         """``(adapter or None, model name to report, t2l info)`` for a generation request."""
@@ -100,15 +121,23 @@ class _Handler:
                 ad, info, hit = await run_in_threadpool(eng.adapter, desc)
             else:
                 ad, info, hit = await run_in_threadpool(eng.adapter, None, aid)
-        except ValueError as e:
+        except InvalidDescription as e:
             raise APIError(400, str(e), param=param, code="invalid_description") from None
         except (UnknownAdapter, BadAdapterId) as e:
             raise APIError(404, f"model {str(aid)[:80]!r} does not exist: {e}", param="model",
                            code="model_not_found") from None
         return ad, info.id, {"adapter": info.id, "cache_hit": hit}
 
-    def limits(self, req: Any, prompt_ids: list[int]) -> int:
+    def limits(self, req: Any, prompt_ids: list[int], chat: bool) -> int:
         cfg, n = self.engine.config, req.token_limit()
+        param = "messages" if chat else "prompt"
+        if not prompt_ids:
+            raise APIError(400, "the prompt is empty; send at least one token of text", param=param,
+                           code="invalid_value")
+        if len(prompt_ids) > cfg.max_prompt_tokens:
+            raise APIError(400, f"the prompt has {len(prompt_ids)} tokens; this server accepts at most "
+                           f"{cfg.max_prompt_tokens} (--max-prompt-tokens); shorten the prompt", param=param,
+                           code="context_length_exceeded")
         if n is not None and n > cfg.max_tokens_limit:
             raise APIError(400, f"max_tokens is {n}; this server allows at most {cfg.max_tokens_limit}",
                            param="max_tokens", code="max_tokens_exceeded")
@@ -117,11 +146,13 @@ class _Handler:
         if ctx is not None and len(prompt_ids) + n > ctx:
             raise APIError(400, f"the prompt has {len(prompt_ids)} tokens and max_tokens is {n}, over the "
                            f"model's context of {ctx} tokens; shorten the prompt or lower max_tokens",
-                           param="messages", code="context_length_exceeded")
+                           param=param, code="context_length_exceeded")
         return n
 
-    async def events(self, prompt_ids: list[int], adapter: Any, req: Any, max_tokens: int) -> AsyncIterator[Event]:
-        """Submit to the batcher and yield its events on this event loop."""
+    async def events(self, prompt_ids: list[int], adapter: Any, req: Any, max_tokens: int,
+                     client: Request | None = None) -> AsyncIterator[Event]:
+        """Submit to the batcher and yield its events on this event loop; with ``client``, the generation
+        is cancelled as soon as that client disconnects (a streaming response is cancelled by Starlette)."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -132,6 +163,7 @@ class _Handler:
                 pass
 
         gen_req = self.engine.submit(prompt_ids, adapter, sink, max_tokens, req.temperature, req.top_p, req.stops())
+        watcher = asyncio.create_task(self._watch(client, gen_req, q)) if client is not None else None
         try:
             while True:
                 ev = await q.get()
@@ -142,6 +174,19 @@ class _Handler:
                     return
         finally:
             gen_req.cancelled.set()
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _watch(self, client: Request, gen_req: Any, q: asyncio.Queue) -> None:
+        """Cancel ``gen_req`` when ``client`` disconnects, and end its event stream."""
+        while not gen_req.cancelled.is_set():
+            if await client.is_disconnected():
+                gen_req.cancelled.set()
+                self.disconnects += 1
+                log.info("client disconnected; generation cancelled")
+                q.put_nowait(Event("done", finish_reason="cancelled"))
+                return
+            await asyncio.sleep(0.2)
 
     async def prepare(self, req: Any, chat: bool) -> tuple[list[int], Any, str, dict[str, Any], int]:
         try:
@@ -150,10 +195,13 @@ class _Handler:
                         for m in req.messages]
                 ids = self.engine.chat_ids(msgs)
             else:
-                ids = self.engine.completion_ids(req.prompt_text())
+                text = req.prompt_text()
+                if not text:
+                    raise ValueError("the prompt is empty; send at least one token of text")
+                ids = self.engine.completion_ids(text)
         except ValueError as e:
             raise APIError(400, str(e), param="messages" if chat else "prompt", code="invalid_value") from None
-        max_tokens = self.limits(req, ids)
+        max_tokens = self.limits(req, ids, chat)
         try:
             req.stops()
         except ValueError as e:
@@ -162,7 +210,7 @@ class _Handler:
         self.requests += 1
         return ids, adapter, model, ext, max_tokens
 
-    async def complete(self, body: dict[str, Any], chat: bool) -> Any:
+    async def complete(self, body: dict[str, Any], chat: bool, client: Request | None = None) -> Any:
         req = _parse(ChatRequest if chat else CompletionRequest, body)
         ids, adapter, model, ext, max_tokens = await self.prepare(req, chat)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -172,7 +220,7 @@ class _Handler:
                             bool(req.stream_options and req.stream_options.include_usage))
             return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         parts, done = [], None
-        async for ev in self.events(ids, adapter, req, max_tokens):
+        async for ev in self.events(ids, adapter, req, max_tokens, client):
             if ev.kind == "text":
                 parts.append(ev.text)
             else:
@@ -224,8 +272,9 @@ def _usage(ev: Event) -> dict[str, int]:
             "total_tokens": ev.prompt_tokens + ev.completion_tokens}
 
 
-def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
-    """The FastAPI application serving ``engine``."""
+def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None) -> Any:
+    """The FastAPI application serving ``engine``; with ``api_key``, every ``/v1`` request must carry
+    ``Authorization: Bearer <api_key>`` (what OpenAI clients send), else 401."""
     from .. import __version__
 
     @contextlib.asynccontextmanager
@@ -237,6 +286,19 @@ def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
                   description="OpenAI-compatible server that generates LoRA adapters from task descriptions.")
     h = _Handler(engine)
     app.state.engine, app.state.handler = engine, h
+
+    if api_key:
+        expected = f"Bearer {api_key}".encode()
+
+        @app.middleware("http")
+        async def _auth(request: Request, call_next: Any) -> Any:
+            if request.url.path.startswith("/v1"):
+                given = request.headers.get("authorization", "").encode("utf-8", "replace")
+                if not hmac.compare_digest(given, expected):
+                    return JSONResponse(error_body("missing or wrong API key: send the header "
+                                                   "'Authorization: Bearer <key>' (the OpenAI client's api_key)",
+                                                   code="invalid_api_key"), 401)
+            return await call_next(request)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError) -> JSONResponse:
@@ -263,7 +325,7 @@ def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
-        return {**engine.stats(), "requests": h.requests}
+        return {**engine.stats(), "requests": h.requests, "disconnects": h.disconnects}
 
     def model_card(mid: str, created: int, description: str | None = None) -> dict[str, Any]:
         card = {"id": mid, "object": "model", "created": created, "owned_by": "text2lora"}
@@ -304,7 +366,7 @@ def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
             raise APIError(400, str(e), param="name", code="invalid_adapter_id") from None
         except FileExistsError as e:
             raise APIError(409, str(e), param="name", code="adapter_exists") from None
-        except ValueError as e:
+        except InvalidDescription as e:
             raise APIError(400, str(e), param="description", code="invalid_description") from None
         return adapter_json(info, cached=hit)
 
@@ -318,11 +380,11 @@ def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        return await h.complete(await _read_json(request, max_body_bytes), chat=True)
+        return await h.complete(await _read_json(request, max_body_bytes), chat=True, client=request)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        return await h.complete(await _read_json(request, max_body_bytes), chat=False)
+        return await h.complete(await _read_json(request, max_body_bytes), chat=False, client=request)
 
     return app
 
@@ -368,8 +430,8 @@ class ServerThread:
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", api_key: str | None = None) -> None:
     """Serve until interrupted (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(engine, max_body_bytes), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(engine, max_body_bytes, api_key), host=host, port=port, log_level=log_level)

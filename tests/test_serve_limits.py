@@ -1,0 +1,318 @@
+"""Hostile and careless clients: prompt-length limit, empty prompts, lone surrogates, the API key, the right
+adapter for a description (planted directories are never served for it), the adapter-dir quota, batches
+grouped by prompt length, and generation cancelled when a client goes away."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+import httpx  # noqa: E402
+
+from _serve_utils import tiny_generator  # noqa: E402
+
+MAX_PROMPT = 48
+KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("limits")
+    base, gen = tiny_generator(root, context=2048)
+    return root, base, gen
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    from text2lora.serve.engine import Engine, EngineConfig
+    from text2lora.serve.server import ServerThread, create_app
+
+    root, base, gen = tiny
+    engine = Engine(base, gen, EngineConfig(max_tokens_limit=16, max_prompt_tokens=MAX_PROMPT,
+                                            adapter_dir=str(root / "adapters")))
+    with ServerThread(create_app(engine, api_key=KEY)) as srv:
+        srv.engine, srv.root = engine, root
+        srv.client = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+        yield srv
+
+
+def _post(srv, path, body=None, content=None, key=KEY):
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    if content is not None:
+        headers["content-type"] = "application/json"
+    return httpx.post(srv.url + path, json=body, content=content, headers=headers, timeout=60)
+
+
+def _error(r, status, code, param=None):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"], err
+    if param is not None:
+        assert err["param"] == param, err
+    return err
+
+
+def _text_of_tokens(engine, n: int) -> str:
+    """A completion prompt of exactly ``n`` tokens (counted with the server's own tokenizer)."""
+    for k in range(n, 0, -1):
+        text = " ".join(["word"] * k)
+        if len(engine.completion_ids(text)) == n:
+            return text
+    raise AssertionError(f"no run of 'word' gives {n} tokens")
+
+
+# ----------------------------------------------------------------------------- prompt length and content
+
+def test_prompt_over_the_limit_is_refused_and_at_the_limit_is_served(server):
+    eng = server.engine
+    long_text = " ".join(["word"] * (MAX_PROMPT * 3))
+    assert len(eng.completion_ids(long_text)) > MAX_PROMPT
+    err = _error(_post(server, "/v1/completions", {"model": "base", "prompt": long_text, "max_tokens": 2}),
+                 400, "context_length_exceeded", "prompt")
+    assert str(MAX_PROMPT) in err["message"]
+    _error(_post(server, "/v1/chat/completions",
+                 {"model": "base", "messages": [{"role": "user", "content": long_text}], "max_tokens": 2}),
+           400, "context_length_exceeded", "messages")
+    ok = _text_of_tokens(eng, MAX_PROMPT)
+    r = _post(server, "/v1/completions", {"model": "base", "prompt": ok, "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == MAX_PROMPT
+
+
+@pytest.mark.parametrize("prompt", ["", [""]])
+def test_empty_prompt_is_a_400(server, prompt):
+    _error(_post(server, "/v1/completions", {"model": "base", "prompt": prompt, "max_tokens": 2}),
+           400, "invalid_value", "prompt")
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", '{"model": "base", "max_tokens": 2, "messages": [{"role": "user", "content": "a\\ud800b"}]}'),
+    ("/v1/completions", '{"model": "base", "max_tokens": 2, "prompt": "\\udfff"}'),
+    ("/v1/adapters", '{"description": "Answer \\ud83d questions."}'),
+    ("/v1/chat/completions", '{"model": "t2l:Solve \\udc00 puzzles.", "max_tokens": 2, '
+                             '"messages": [{"role": "user", "content": "hi"}]}'),
+])
+def test_lone_surrogates_are_a_400(server, path, body):
+    err = _error(_post(server, path, content=body.encode()), 400, "invalid_value")
+    assert "surrogate" in err["message"]
+    # and the server goes on serving
+    assert server.client.completions.create(model="base", prompt="hi", max_tokens=2).choices
+
+
+# ----------------------------------------------------------------------------- API key
+
+def test_api_key_is_required_on_v1_when_set(server):
+    body = {"description": "Answer questions about geography."}
+    for key in (None, "wrong", KEY + "x", KEY[:-1]):
+        _error(_post(server, "/v1/adapters", body, key=key), 401, "invalid_api_key")
+    _error(httpx.get(server.url + "/v1/models"), 401, "invalid_api_key")
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    assert httpx.get(server.url + "/health").status_code == 200
+    # the OpenAI client with the key gets through (it sends "Authorization: Bearer <key>")
+    assert server.client.models.list().data[0].id == server.engine.base_name
+    assert _post(server, "/v1/adapters", body).status_code == 200
+
+
+# ----------------------------------------------------------------------------- the right adapter
+
+def _plant(adapter_dir, name, adapter, claimed_description):
+    """Write ``adapter`` to ``adapter_dir/name`` claiming ``claimed_description`` in its provenance."""
+    from text2lora.adapter import LoRAAdapter
+
+    fake = LoRAAdapter(adapter.base, adapter.A, adapter.B, adapter.alpha, adapter.use_rslora,
+                       {**adapter.meta, "description": claimed_description})
+    fake.save(adapter_dir / name, vllm=False)
+    return fake
+
+
+def _reply(srv, model, prompt="Tell me about the sea."):
+    r = srv.client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0)
+    return r.choices[0].text, r.t2l
+
+
+def test_a_planted_directory_is_never_served_for_a_description(server):
+    from text2lora.serve.cache import AdapterStore, adapter_id_for
+
+    eng, gen = server.engine, server.engine.gen
+    adapter_dir = server.root / "adapters"
+    desc = "Translate English sentences into French."
+    own = gen.generate(desc)  # what the loaded generator makes for this description (the oracle)
+    other = gen.generate("Write a limerick about cats.")
+    assert own.digest() != other.digest()
+    gid = adapter_id_for(desc, eng.store.gen_digest)
+    # planted before the server ever saw the description: under the very id it would use, and under another
+    _plant(adapter_dir, gid, other, desc)
+    _plant(adapter_dir, "lookalike", other, desc)
+    _plant(adapter_dir, "lookalike2", gen.generate("Sort a list of numbers."), desc)
+
+    text, t2l = _reply(server, "t2l:" + desc)
+    assert t2l["adapter"] == gid
+    with eng.model_lock:
+        expected = "".join(ev.text for ev in _direct(eng, "Tell me about the sea.", own))
+        planted_text = "".join(ev.text for ev in _direct(eng, "Tell me about the sea.", other))
+    assert text == expected
+    assert planted_text != expected  # the check can tell the two apart
+    served = eng.adapter(desc)[0]
+    assert served.digest() == own.digest()
+    # the same id on disk holds other weights: the server did not overwrite it, nor claim it as its own
+    assert eng.store.lookup(gid).path is None
+    # two directories claiming the same description are two adapters, each served its own weights
+    a, ia, _ = eng.adapter(adapter_id="lookalike")
+    b, ib, _ = eng.adapter(adapter_id="lookalike2")
+    assert ia.digest != ib.digest and a.digest() == ia.digest and b.digest() == ib.digest
+    assert not ia.generated and not ib.generated
+    # a restarted server on the same directory: the description still gets the generator's adapter
+    fresh = AdapterStore(gen, adapter_dir=adapter_dir)
+    assert fresh.lookup(gid).digest == other.digest()  # by id, the directory named so
+    adapter, info, hit = fresh.get(desc)
+    assert not hit and info.generated and adapter.digest() == own.digest()
+
+
+def _direct(engine, prompt, adapter):
+    """Greedy decoding of ``prompt`` with ``adapter`` through the batcher's code, outside the server."""
+    from text2lora.serve.batcher import Batcher, GenRequest
+
+    events: queue.Queue = queue.Queue()
+    b = Batcher(engine.base, max_batch=1, wait_ms=0)
+    try:
+        b.submit(GenRequest(engine.completion_ids(prompt), adapter, events.put, 8))
+        while True:
+            ev = events.get(timeout=120)
+            if ev.kind == "done":
+                return
+            yield ev
+    finally:
+        b.close()
+
+
+def test_adapter_config_that_is_a_list_is_a_client_error(server):
+    from text2lora.adapter import LoRAAdapter
+    from text2lora.errors import AdapterError
+
+    d = server.root / "adapters" / "listcfg"
+    server.engine.gen.generate("Count words.").save(d, vllm=False)
+    (d / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(AdapterError, match="adapter_config.json"):
+        LoRAAdapter.load(d)
+    r = httpx.get(server.url + "/v1/adapters/listcfg", headers={"authorization": f"Bearer {KEY}"})
+    assert r.status_code == 404, r.text
+
+
+# ----------------------------------------------------------------------------- disk quota
+
+def test_adapter_dir_quota_evicts_least_recently_used_and_only_own_directories(tiny, tmp_path):
+    from text2lora.serve.cache import AdapterStore
+
+    _, _, gen = tiny
+    adapter_dir = tmp_path / "adapters"
+    adapter_dir.mkdir()
+    (adapter_dir / "mine").mkdir()
+    (adapter_dir / "mine" / "notes.txt").write_text("user file")
+    probe = AdapterStore(gen, adapter_dir=tmp_path / "probe")
+    probe.get("Probe the size.")
+    one = probe.disk_bytes()
+    assert one > 0
+    store = AdapterStore(gen, adapter_dir=adapter_dir, disk_quota_mb=2.5 * one / (1024 * 1024))
+    _, a, _ = store.get("Task A: classify sentiment.")
+    _, b, _ = store.get("Task B: extract dates.")
+    store.by_id(a.id)  # A used again: B is now the least recently used
+    _, c, _ = store.get("Task C: answer trivia.")
+    names = {p.name for p in adapter_dir.iterdir()}
+    assert names == {"mine", a.id, c.id}
+    assert (adapter_dir / "mine" / "notes.txt").read_text() == "user file"
+    assert store.disk_bytes() <= 2.5 * one
+    assert store.lookup(b.id).path is None and store.by_id(b.id)[1].generated  # still served: generated again
+
+
+# ----------------------------------------------------------------------------- batching and cancellation
+
+def test_short_prompts_are_not_batched_with_long_ones(tiny):
+    from text2lora.serve.batcher import Batcher, GenRequest
+
+    _, base, _ = tiny
+    tok = base.tokenizer
+    long_ids = tok(" ".join(["long"] * 400))["input_ids"]
+    short_ids = tok("hi")["input_ids"]
+    assert len(long_ids) > 256 and len(short_ids) < 64
+    done: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def sink(name):
+        def put(ev):
+            if ev.kind == "done":
+                with lock:
+                    done[name] = ev
+        return put
+
+    b = Batcher(base, max_batch=8, wait_ms=500)
+    try:
+        reqs = [GenRequest(long_ids, None, sink("long1"), 2), GenRequest(long_ids, None, sink("long2"), 2),
+                GenRequest(short_ids, None, sink("short"), 2)]
+        for r in reqs:
+            b.submit(r)
+        deadline = time.monotonic() + 120
+        while len(done) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.close()
+    assert done["long1"].batch_id == done["long2"].batch_id and done["long1"].batch_size == 2
+    assert done["short"].batch_id != done["long1"].batch_id and done["short"].batch_size == 1
+
+
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(tiny):
+    """The client gives up after a second; the server cancels its row instead of generating every token it
+    asked for (the batcher's token counter is the oracle)."""
+    from text2lora.serve.engine import Engine, EngineConfig
+    from text2lora.serve.server import ServerThread, create_app
+
+    _, base, gen = tiny
+    engine = Engine(base, gen, EngineConfig(max_tokens_limit=1500))
+    body = {"model": "base", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0,
+            "stop": ["\u2603 never"]}
+    with _slowed(base.model), ServerThread(create_app(engine)) as srv:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(srv.url + "/v1/completions", json=body, timeout=httpx.Timeout(5.0, read=1.0))
+        deadline = time.monotonic() + 120
+        while engine.batcher.snapshot()["tokens"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the batch's tokens are counted when it ends
+        stats = httpx.get(srv.url + "/v1/stats").json()
+    assert stats["disconnects"] == 1
+    assert 0 < stats["batcher"]["tokens"] < 1500
+
+
+@contextlib.contextmanager
+def _slowed(model, seconds: float = 0.01):
+    """Every forward pass of ``model`` takes ``seconds`` longer (the tiny model is otherwise done before a
+    client could go away)."""
+    orig = model.forward
+
+    def forward(*a, **k):
+        time.sleep(seconds)
+        return orig(*a, **k)
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        del model.forward  # back to the class's method
+
+
+def test_new_flags_reach_the_engine():
+    from text2lora.cli import build_parser
+    from text2lora.serve.engine import EngineConfig
+
+    args = build_parser().parse_args(["serve", "--max-prompt-tokens", "100", "--api-key", "k",
+                                      "--adapter-dir-quota-mb", "5"])
+    assert (args.max_prompt_tokens, args.api_key, args.adapter_dir_quota_mb) == (100, "k", 5.0)
+    with pytest.raises(ValueError, match="--max-prompt-tokens"):
+        EngineConfig(max_prompt_tokens=0)
+    assert json.loads(json.dumps(EngineConfig().__dict__))["max_prompt_tokens"] == 2048
