@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ._io import atomic_dir, read_json
-from .base import EMBEDDED_BASES, BaseSpec, ModuleSpec
+from .base import _LAYER_RE, EMBEDDED_BASES, BaseSpec, ModuleSpec
 from .errors import AdapterError
 
 __all__ = ["VLLM_RANKS", "LoRAAdapter", "AdapterBatch"]
@@ -33,7 +33,6 @@ VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 _FORMAT_VERSION = 1
 _KEY_RE = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
-_LAYER_RE = re.compile(r"^(?P<prefix>.*?\.)(?P<idx>\d+)(?P<suffix>\..*)$")
 
 
 def lora_scaling(alpha: float, r: int, use_rslora: bool) -> float:

@@ -154,6 +154,7 @@ def lm_parts(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torc
     return body, head
 
 
+# a module path with a layer index: ``model.layers.3.self_attn.q_proj`` -> prefix, 3, suffix (adapter.py too)
 _LAYER_RE = re.compile(r"^(?P<prefix>.*?\.)(?P<idx>\d+)(?P<suffix>\..*)$")
 
 
