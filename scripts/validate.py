@@ -2,7 +2,9 @@
 
     python scripts/validate.py configs/sft_mixed_mc.yaml GENERATOR_DIR [GENERATOR_DIR ...] [--json FILE]
 
-The items are the ones `t2l train sft RECIPE` validates on (the recipe's validation tasks, seed, number
+Columns: all items; by prompt format (multiple-choice items with their choices listed or not, other
+items); by answer format (multiple choice, short answers, long answers averaging 10+ words); by
+collection of the validation task. The items are the ones `t2l train sft RECIPE` validates on (the recipe's validation tasks, seed, number
 of examples and token caps; with ``mc_unlisted`` above 0 every listed-choice item also without its
 choices), so generators trained by different recipes are compared on the same items. Each generator
 makes one adapter per task from the task's first held-out (else training) description, as in training.
@@ -30,10 +32,38 @@ def _format(ex) -> str:
     return "choices not listed" if ex.prompt == alt else "choices listed"
 
 
+def _groups(task, ex) -> set[str]:
+    """The columns an item counts in: all, its prompt format, its task's answer format, its collection."""
+    from text2lora.data.sources.olmo import answer_format
+
+    return {"all", _format(ex), answer_format(task).replace("_", " "), f"{task.source} tasks"}
+
+
+GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choice", "short", "long",
+          "olmo tasks", "bigbench tasks")
+
+
+def _base_ce(job: SFTJob, items) -> float | None:
+    """Mean response CE of ``items`` under the base model alone (the same batches as ``job.validate``)."""
+    from text2lora.train.batches import encode_examples, lm_response_loss
+
+    if not items:
+        return None
+    total, k = 0.0, job.cfg.tasks_per_batch
+    for i in range(0, len(items), k):
+        chunk = [ex for _, ex in items[i:i + k]]
+        tb = encode_examples(job.base.tokenizer, chunk, job.cfg.max_prompt_tokens, job.cfg.max_response_tokens,
+                             eos=job.cfg.eos_loss)
+        total += float(lm_response_loss(job.base.model, tb)) * len(chunk)
+    return total / len(items)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipe", help="an sft recipe (.yaml)")
-    ap.add_argument("generators", nargs="+", help="generator directories (a run's best/, the shipped default)")
+    ap.add_argument("generators", nargs="+",
+                    help="generator directories (a run's best/, the shipped default); 'base' is the base model "
+                         "without an adapter")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
     try:
@@ -49,14 +79,14 @@ def _run(args: argparse.Namespace) -> int:
     base = load_base(cfg.base, cfg.target_modules)
     out: dict[str, dict[str, float]] = {}
     for path in args.generators:
-        gen = TextToLoRA.from_pretrained(path, base=base.spec)
+        gen = TextToLoRA.from_pretrained(None if path == "base" else path, base=base.spec)
         gen.hypernet.eval()
         job = SFTJob(cfg, base, gen, tasks, val_tasks, torch.device("cpu"))
         row = {}
-        for name in ("all", "choices listed", "choices not listed", "other"):
-            items = [(t, ex) for t, ex in job.val_items if name == "all" or _format(ex) == name]
+        for name in GROUPS:
+            items = [(t, ex) for t, ex in job.val_items if name in _groups(t, ex)]
             with torch.no_grad():
-                ce = job.validate(items)
+                ce = _base_ce(job, items) if path == "base" else job.validate(items)
             if ce is not None:
                 row[f"{name} ({len(items)})"] = round(ce, 4)
         out[path] = row

@@ -93,3 +93,32 @@ def test_held_out_description_adapters_lower_the_loss_on_unseen_benchmarks(smoll
                 after = float(lm_response_loss(smollm2.model, tb))
         deltas[name] = after - before
     assert all(d < 0 for d in deltas.values()), deltas
+
+
+# A GSM8K-style problem and worked solution written for this test (not a GSM8K or training item).
+WORKED = ("A baker makes 14 loaves of bread in the morning and 9 in the afternoon. She sells 17 loaves and "
+          "gives 2 to a neighbour. How many loaves does she have left?",
+          "In total she makes 14 + 9 = 23 loaves. She sells 17 and gives away 2, so 17 + 2 = 19 loaves leave "
+          "the shop. That leaves 23 - 19 = 4 loaves. So the answer is 4.")
+
+
+@pytest.mark.slow
+def test_held_out_math_description_makes_worked_solutions_likelier_than_a_control(smollm2):
+    """The adapter from a held-out description of grade-school math must lower the loss of a whole worked
+    solution (not only of a short answer) below what the adapter of an unrelated description gives:
+    an adapter that only teaches short answers fails this."""
+    from text2lora.data import Example
+    from text2lora.data.descriptions import alignment_set
+    from text2lora.inject import apply_adapters
+    from text2lora.train.batches import encode_examples, lm_response_loss
+
+    gen = TextToLoRA.from_pretrained(base=smollm2)
+    aligned, control = gen.generate([alignment_set("gsm8k", "heldout")[0], "Translate an English sentence into German."])
+    ex = Example(prompt=WORKED[0], response=WORKED[1], meta={"prefill": "Let's think step by step."})
+    tb = encode_examples(smollm2.tokenizer, [ex])
+    losses = {}
+    with torch.no_grad():
+        for name, adapter in (("aligned", aligned), ("control", control)):
+            with apply_adapters(smollm2.model, adapter, smollm2.spec):
+                losses[name] = float(lm_response_loss(smollm2.model, tb))
+    assert losses["aligned"] < losses["control"], losses
