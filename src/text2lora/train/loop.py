@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +75,23 @@ class GeneratorJob:
 
     gen: Any
     module: nn.Module
+    device: torch.device
+    embed_cache_limit = 200_000
+    """Most texts whose embeddings :meth:`embed` keeps (then it starts over)."""
+
+    def embed(self, texts: Sequence[str]) -> Tensor:
+        """Embeddings ``[len(texts), dim]`` of ``texts`` by the generator's encoder, on ``self.device``;
+        each text is encoded once (the encoder is frozen), in one batch with the others missing."""
+        cache: dict[str, Tensor] | None = getattr(self, "_embeddings", None)
+        if cache is None:
+            cache = self._embeddings = {}
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            if len(cache) + len(missing) > self.embed_cache_limit:
+                cache.clear()
+            for t, e in zip(missing, self.gen.encoder.encode(missing)):
+                cache[t] = e.float().cpu()
+        return torch.stack([cache[t] for t in texts]).to(self.device)
 
     def save_artifact(self, path: Path) -> None:
         self.gen.save_pretrained(path, force=True)

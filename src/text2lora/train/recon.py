@@ -151,20 +151,12 @@ class ReconJob(GeneratorJob):
         self.zB = {m: ((B[m] - mB[m]) / sB[m]).to(device) for m in B}
         self.sampler = ExampleSampler(len(entries), min(cfg.batch_size, len(entries)), seed=cfg.seed + process_index)
         self._rng = random.Random(f"recon:{cfg.seed}:{process_index}")
-        self._emb: dict[str, Tensor] = {}
 
     def text(self, i: int, rng: random.Random | None) -> str:
         e = self.entries[i]
         if self.cfg.conditioning == "task-id":
             return e.task
         return e.descriptions[rng.randrange(len(e.descriptions))] if rng else e.descriptions[0]
-
-    def embed(self, texts: list[str]) -> Tensor:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._emb))
-        if missing:
-            for t, v in zip(missing, self.gen.encoder.encode(missing)):
-                self._emb[t] = v.float().cpu()
-        return torch.stack([self._emb[t] for t in texts]).to(self.device)
 
     def z_loss(self, idx: list[int], texts: list[str]) -> Tensor:
         """Mean over modules and A/B of the L1 error in z-space. Goes through the (possibly

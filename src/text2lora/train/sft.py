@@ -33,9 +33,6 @@ from .tasks import recipe_tasks
 
 __all__ = ["SFTJob", "train_sft", "adapter_l2"]
 
-_CACHE_LIMIT = 200_000
-
-
 def adapter_l2(batch: AdapterBatch) -> Tensor:
     """``mean(A^2) + mean(B^2)`` over every generated A (resp. B) element of all modules."""
     a_sum = sum(a.float().pow(2).sum() for a in batch.A.values())
@@ -59,7 +56,6 @@ class SFTJob(GeneratorJob):
                                    unlisted_mc=cfg.mc_unlisted, long_answer_weight=cfg.long_answer_weight,
                                    long_answer_words=cfg.long_answer_words,
                                    task_weights=cfg.task_weight_pairs())
-        self._emb: dict[str, Tensor] = {}
         # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
         self.val_items = [(t, ex) for t in (val_tasks or tasks)
                           for ex in validation_examples(t, cfg.val_examples, cfg.seed, cfg.mc_unlisted > 0)]
@@ -71,16 +67,6 @@ class SFTJob(GeneratorJob):
         if self.cfg.conditioning == "task-id":
             return task.name
         return description
-
-    def embed(self, texts: Sequence[str]) -> Tensor:
-        """Embeddings of ``texts`` (cached: the encoder is frozen)."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._emb))
-        if missing:
-            if len(self._emb) + len(missing) > _CACHE_LIMIT:
-                self._emb.clear()
-            for t, e in zip(missing, self.gen.encoder.encode(missing)):
-                self._emb[t] = e.float().cpu()
-        return torch.stack([self._emb[t] for t in texts]).to(self.device)
 
     # ------------------------------------------------------------------ loss
     def forward_loss(self, texts: Sequence[str], examples: Sequence[Any], label_smoothing: float,
