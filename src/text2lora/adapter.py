@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ._io import atomic_dir, read_json
-from .base import _LAYER_RE, EMBEDDED_BASES, BaseSpec, ModuleSpec
+from .base import _LAYER_RE, BaseSpec, ModuleSpec, upstream_id
 from .errors import AdapterError
 
 __all__ = ["VLLM_RANKS", "LoRAAdapter", "AdapterBatch"]
@@ -129,11 +129,10 @@ class LoRAAdapter:
 
     def peft_config(self) -> dict[str, Any]:
         """``adapter_config.json`` content that makes PEFT and vLLM compute what text2lora computes."""
-        embedded = EMBEDDED_BASES.get(self.base.name)
         return {
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": embedded[2] if embedded else self.base.name,
+            "base_model_name_or_path": upstream_id(self.base.name),
             "r": self.r,
             "lora_alpha": self.alpha,
             "use_rslora": self.use_rslora,

@@ -34,6 +34,7 @@ __all__ = [
     "default_device",
     "default_dtype",
     "lm_parts",
+    "upstream_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,11 @@ def discover_spec(model: nn.Module, name: str,
     hidden = int(getattr(text_cfg, "hidden_size", 0) or 0)
     return BaseSpec(name=name, model_type=str(model_type), num_layers=num_layers, modules=tuple(specs),
                     hidden_size=hidden)
+
+
+def upstream_id(name: str) -> str:
+    """The Hugging Face id of base ``name``: an embedded base's upstream repo, else ``name`` itself."""
+    return EMBEDDED_BASES[name][2] if name in EMBEDDED_BASES else name
 
 
 # ---------------------------------------------------------------------------- loading

@@ -117,10 +117,9 @@ def _run_summary(run: Path) -> tuple[dict[str, Any], dict[str, float]]:
 
 
 def _base_id(base: dict[str, Any]) -> str:
-    from .base import EMBEDDED_BASES
+    from .base import upstream_id
 
-    name = str(base.get("name", "unknown"))
-    return EMBEDDED_BASES[name][2] if name in EMBEDDED_BASES else name
+    return upstream_id(str(base.get("name", "unknown")))
 
 
 def generator_card(config: dict[str, Any], checkpoint: Path | None = None, repo_id: str | None = None) -> str:

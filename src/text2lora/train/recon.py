@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .._io import atomic_write_json, atomic_write_text
 from ..adapter import LoRAAdapter, lora_scaling
-from ..base import BaseSpec
+from ..base import BaseSpec, upstream_id
 from ..encoders import TaskIdEncoder, load_encoder
 from ..errors import AdapterError, ConfigError
 from ..generator import TextToLoRA
@@ -111,12 +111,8 @@ def load_library(root: str | Path, base: BaseSpec | None = None, need_descriptio
 
 def _base_id(ad: LoRAAdapter) -> str | None:
     """The base model's upstream id, or ``None`` when the adapter does not say."""
-    from ..base import EMBEDDED_BASES
-
     name = ad.base.name
-    if not name or name == "unknown":
-        return None
-    return EMBEDDED_BASES[name][2] if name in EMBEDDED_BASES else name
+    return None if not name or name == "unknown" else upstream_id(name)
 
 
 def _targets(entries: list[LibraryEntry], alpha: float, use_rslora: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
