@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 from .errors import OutputExistsError
 
-__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "STOP_FILE"]
+__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "STOP_FILE",
+           "written_by_t2l", "check_replaceable"]
 
 #: A file that, once it exists in a training run's directory, stops training after the current step (with a
 #: checkpoint). Training polls it; ``t2l watch --patience`` writes it.
@@ -84,6 +85,43 @@ def read_json(path: str | os.PathLike) -> Any:
                        "fix or delete the file") from None
 
 
+def written_by_t2l(path: str | os.PathLike) -> bool:
+    """True for what text2lora writes and ``--force`` may replace: an adapter directory (``text2lora.json``),
+    a generator checkpoint (``config.json`` with ``format_version`` and ``hyper`` + ``model.safetensors``),
+    a directory of several adapters (``index.json`` beside them), or an adapter GGUF file."""
+    path = Path(path)
+    if path.is_file():
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            return path.suffix == ".gguf" and f.read(4) == b"GGUF"
+        return False
+    if not path.is_dir():
+        return False
+    if (path / "text2lora.json").is_file() and (path / "adapter_config.json").is_file():
+        return True
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        with contextlib.suppress(OSError, ValueError):
+            cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            return isinstance(cfg, dict) and "format_version" in cfg and "hyper" in cfg
+        return False
+    if (path / "index.json").is_file():
+        return all(p.name == "index.json" or written_by_t2l(p) for p in path.iterdir())
+    return False
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise :class:`OutputExistsError` unless ``path`` is missing, an empty directory or something text2lora
+    wrote (:func:`written_by_t2l`): ``--force`` never deletes a user's other files."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    if not written_by_t2l(path) or path.is_symlink():
+        raise OutputExistsError(f"{path} exists and is not something text2lora wrote (an adapter or generator "
+                                "directory), so --force will not replace it; choose another --out, or remove it "
+                                "yourself")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Build a directory in a temporary sibling and move it to ``path`` on success.
@@ -99,8 +137,13 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
                                 "to overwrite it")
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"output path {path} exists and is not a directory; remove it first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    path = Path(os.path.abspath(path))  # "." and "dir/" have a name to build a sibling from
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise OutputExistsError(f"cannot write {path}: {e.strerror or e} ({e.filename or path.parent}); choose "
+                                "another output path") from None
     try:
         yield tmp
         if path.exists():

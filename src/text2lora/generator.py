@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,6 +57,66 @@ def upgrade_config(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
                       stacklevel=3)
         cfg["hyper"] = {k: v for k, v in cfg["hyper"].items() if k in known}
     return cfg
+
+
+MAX_GENERATOR_PARAMS = 4_000_000_000
+"""Largest hypernetwork a checkpoint config may describe (its size is checked before anything is allocated)."""
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+
+def read_checkpoint_config(cfg_path: Path) -> dict[str, Any]:
+    """A generator checkpoint's ``config.json``: a JSON object whose ``base``, ``encoder`` and ``hyper`` are
+    objects, upgraded to the current format; :class:`CheckpointError` naming the file and field otherwise."""
+    cfg = read_json(cfg_path)
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path} holds a JSON {type(cfg).__name__}, not an object; it is not a "
+                              "generator checkpoint config (write one with `t2l init` or `t2l train`)")
+    for key in ("base", "encoder", "hyper"):
+        if not isinstance(cfg.get(key, {}), dict):
+            raise CheckpointError(f"{cfg_path}: field {key!r} must be a JSON object, got "
+                                  f"{type(cfg.get(key)).__name__}; the checkpoint is corrupt")
+    cfg = upgrade_config(cfg, cfg_path)
+    for key in ("base", "encoder", "hyper"):
+        if key not in cfg:
+            raise CheckpointError(f"{cfg_path} is missing field {key!r}; the checkpoint is corrupt")
+    if not isinstance(cfg["base"].get("modules"), list) or not all(isinstance(m, dict) for m in cfg["base"]["modules"]):
+        raise CheckpointError(f"{cfg_path}: field 'base.modules' must be a list of objects; the checkpoint is corrupt")
+    return cfg
+
+
+def _check_weights_file(w_path: Path, spec: BaseSpec, enc_spec: EncoderSpec, hyper: HyperConfig) -> None:
+    """Compare the tensors the config implies (built on the meta device: nothing allocated) with the
+    names, shapes and dtypes in the safetensors header (nothing read), before the real model is built."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in HyperNetwork(hyper, spec, enc_spec.dim).state_dict().items()}
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+        raise CheckpointError(f"{w_path.parent / 'config.json'} describes sizes no network can have ({e}); "
+                              "the checkpoint is corrupt") from None
+    n = sum(math.prod(s) for s in want.values())
+    if n > MAX_GENERATOR_PARAMS:
+        raise CheckpointError(f"{w_path.parent / 'config.json'} describes a hypernetwork of {n:,} values (limit "
+                              f"{MAX_GENERATOR_PARAMS:,}); the config is corrupt or not for this version")
+    if not hyper.zscore:
+        want = {k: v for k, v in want.items() if not k.startswith(("zmean_", "zstd_"))}
+    try:
+        with safe_open(str(w_path), "pt") as f:
+            have = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{w_path} is corrupt ({e}); re-save or re-download it") from None
+    for k, shape in want.items():
+        if k not in have:
+            raise CheckpointError(f"{w_path} has no tensor {k!r}, which its config.json needs; the checkpoint is "
+                                  "corrupt")
+        if have[k][0] != shape:
+            raise CheckpointError(f"{w_path}: tensor {k!r} has shape {list(have[k][0])} but config.json implies "
+                                  f"{list(shape)}; the checkpoint is corrupt")
+    for k, (_, dtype) in have.items():
+        if dtype not in _FLOAT_DTYPES:
+            raise CheckpointError(f"{w_path}: tensor {k!r} has dtype {dtype}; generator weights are floating "
+                                  "point (F32, F16, BF16); the checkpoint is corrupt")
 
 
 class TextToLoRA(nn.Module):
@@ -155,14 +216,16 @@ class TextToLoRA(nn.Module):
                                   "`t2l init` or `t2l train`")
         if not cfg_path.is_file() or not w_path.is_file():
             raise CheckpointError(f"{path} is not a generator checkpoint (needs config.json and model.safetensors)")
-        cfg = upgrade_config(read_json(cfg_path), cfg_path)
+        cfg = read_checkpoint_config(cfg_path)
         try:
             spec = BaseSpec.from_dict(cfg["base"])
             enc_spec = EncoderSpec.from_dict(cfg["encoder"])
             hyper = HyperConfig(**cfg["hyper"])
-        except (KeyError, TypeError) as e:
-            raise CheckpointError(f"{cfg_path} is missing or has malformed field {e}; the checkpoint is "
-                                  "corrupt") from None
+        except KeyError as e:
+            raise CheckpointError(f"{cfg_path} is missing field {e}; the checkpoint is corrupt") from None
+        except (TypeError, ValueError) as e:  # the specs' own validation (ConfigError is a ValueError)
+            raise CheckpointError(f"{cfg_path} has a malformed field ({e}); the checkpoint is corrupt") from None
+        _check_weights_file(w_path, spec, enc_spec, hyper)
         want = base.spec if isinstance(base, BaseModel) else base
         if want is not None and not (want.name == spec.name and want.same_shapes(spec)):
             raise CheckpointError(f"generator {path} was made for base model {spec.name!r}, not {want.name!r}; "

@@ -60,6 +60,9 @@ class HyperConfig:
             raise ConfigError(f"head_size {self.head_size!r} is invalid; choose one of {', '.join(HEAD_SIZES)}")
         if not isinstance(self.rank, int) or self.rank < 1:
             raise ConfigError(f"rank must be a positive integer, got {self.rank!r}")
+        for name in ("latent_dim", "head_in"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if self.latent_dim < 4 or self.latent_dim % 4:
             raise ConfigError(f"latent_dim must be a positive multiple of 4, got {self.latent_dim}")
         if self.head_in < 1:

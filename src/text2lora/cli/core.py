@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._io import check_replaceable
 from ..errors import ConfigError
 
 
@@ -62,6 +63,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ConfigError(f"output path {out} already exists; choose another --out or pass --force")
+    if args.force:
+        check_replaceable(out)
     t0 = time.perf_counter()
     gen = TextToLoRA.from_pretrained(args.model)
     t1 = time.perf_counter()
@@ -143,6 +146,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ConfigError(f"output path {out} already exists; choose another --out or pass --force")
+    if args.force:
+        check_replaceable(out)
     base = load_base(args.base, target_modules=_modules(args.target_modules), device="cpu")
     if args.encoder == "base-lm":
         from ..encoders import BaseLMEncoder

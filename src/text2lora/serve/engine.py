@@ -132,19 +132,18 @@ class Engine:
 def load_engine(model: str | None = None, base: str | None = None, config: EngineConfig | None = None,
                 device: str | None = None) -> Engine:
     """Load a generator checkpoint (``None`` = the shipped default) and its base model into an :class:`Engine`."""
-    from .._io import read_json
     from ..base import load_base
     from ..errors import CheckpointError
-    from ..generator import DEFAULT_GENERATOR_DIR, TextToLoRA
+    from ..generator import DEFAULT_GENERATOR_DIR, TextToLoRA, read_checkpoint_config
 
     ckpt = Path(model) if model else DEFAULT_GENERATOR_DIR
     cfg_path = ckpt / "config.json"
     if not cfg_path.is_file():
         TextToLoRA.from_pretrained(model)  # raises the checkpoint error with its hint
         raise CheckpointError(f"{ckpt} is not a generator checkpoint")
-    cfg = read_json(cfg_path)
-    spec = cfg.get("base", {})
-    modules = [m["name"] for m in spec.get("modules", [])] or ["q_proj", "v_proj"]
+    cfg = read_checkpoint_config(cfg_path)
+    spec = cfg["base"]
+    modules = [str(m.get("name")) for m in spec["modules"]] or ["q_proj", "v_proj"]
     b = load_base(base or spec.get("name"), target_modules=modules, device=device)
     gen = TextToLoRA.from_pretrained(model, base=b, device=b.device)
     return Engine(b, gen, config)
