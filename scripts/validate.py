@@ -82,13 +82,22 @@ def _run(args: argparse.Namespace) -> int:
         gen = TextToLoRA.from_pretrained(None if path == "base" else path, base=base.spec)
         gen.hypernet.eval()
         job = SFTJob(cfg, base, gen, tasks, val_tasks, torch.device("cpu"))
-        row = {}
-        for name in GROUPS:
-            items = [(t, ex) for t, ex in job.val_items if name in _groups(t, ex)]
+        # each item is scored once, in the finest partition of the columns; a column's CE is the
+        # item-weighted mean of its cells (the loss is a per-item mean, so batching does not change it)
+        cells: dict[frozenset, list] = {}
+        for t, ex in job.val_items:
+            cells.setdefault(frozenset(_groups(t, ex)), []).append((t, ex))
+        scored = []
+        for key, items in cells.items():
             with torch.no_grad():
                 ce = _base_ce(job, items) if path == "base" else job.validate(items)
-            if ce is not None:
-                row[f"{name} ({len(items)})"] = round(ce, 4)
+            scored.append((key, len(items), ce))
+        row = {}
+        for name in GROUPS:
+            parts = [(n, ce) for key, n, ce in scored if name in key]
+            if parts:
+                total = sum(n for n, _ in parts)
+                row[f"{name} ({total})"] = round(sum(n * ce for n, ce in parts) / total, 4)
         out[path] = row
     return report("generator", out, args.json, recipe=args.recipe, measure="validation CE")
 

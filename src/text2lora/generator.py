@@ -225,7 +225,13 @@ class TextToLoRA(nn.Module):
             raise CheckpointError(f"{cfg_path} is missing field {e}; the checkpoint is corrupt") from None
         except (TypeError, ValueError) as e:  # the specs' own validation (ConfigError is a ValueError)
             raise CheckpointError(f"{cfg_path} has a malformed field ({e}); the checkpoint is corrupt") from None
-        _check_weights_file(w_path, spec, enc_spec, hyper)
+        try:
+            _check_weights_file(w_path, spec, enc_spec, hyper)
+        except CheckpointError as e:
+            if not shipped:
+                raise
+            raise CheckpointError(f"{e} (the shipped default generator: reinstall with "
+                                  "`pip install --force-reinstall text-to-lora`)") from None
         want = base.spec if isinstance(base, BaseModel) else base
         if want is not None and not (want.name == spec.name and want.same_shapes(spec)):
             raise CheckpointError(f"generator {path} was made for base model {spec.name!r}, not {want.name!r}; "
