@@ -12,8 +12,9 @@ from text2lora import TextToLoRA, load_base
 from text2lora.errors import CheckpointError
 from text2lora.generator import DEFAULT_GENERATOR_DIR
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_GENERATOR_DIR / "config.json").is_file(),
-                                reason="this checkout has no shipped generator")
+# every test here loads the real default base model (and one the real benchmarks): the slow set
+pytestmark = [pytest.mark.skipif(not (DEFAULT_GENERATOR_DIR / "config.json").is_file(),
+                                 reason="this checkout has no shipped generator"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
