@@ -26,10 +26,7 @@ base GGUF file, so an adapter that llama.cpp would refuse is refused here with t
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import atomic_file
 from ..errors import AdapterError, ModelLoadError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -79,7 +77,7 @@ def read_base(path: str | Path) -> GGUFBase:
         raise ModelLoadError(f"base GGUF file {path} does not exist; pass the .gguf file of the base model")
     try:
         reader = GGUFReader(str(path))
-    except Exception as e:  # noqa: BLE001 - any parse failure means the file is not usable
+    except (ValueError, OSError, KeyError, IndexError) as e:  # a truncated or foreign file
         raise ModelLoadError(f"{path} is not a readable GGUF file ({e}); pass the base model's .gguf file") from None
     arch = _field(reader, "general.architecture")
     if not arch:
@@ -240,10 +238,7 @@ def save_gguf(adapter: "LoRAAdapter", path: str | Path, base_gguf: str | Path | 
                                 "to overwrite it")
     base = read_base(base_gguf if base_gguf is not None else find_base_gguf(adapter.base))
     tensors = gguf_tensors(adapter, base)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         writer = gguf.GGUFWriter(tmp, base.arch)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -259,11 +254,4 @@ def save_gguf(adapter: "LoRAAdapter", path: str | Path, base_gguf: str | Path | 
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
