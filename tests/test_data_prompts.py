@@ -287,3 +287,39 @@ def test_sampler_long_answer_weight_resumes_and_refuses_a_no_op():
         TaskSampler(tasks, tasks_per_batch=3, long_answer_weight=4.0, long_answer_words=1)
     with pytest.raises(ValueError, match="long_answer_weight must be positive"):
         TaskSampler(tasks, tasks_per_batch=3, long_answer_weight=0.0)
+
+
+def test_sampler_cot_prefill_opens_long_answers_only():
+    tasks = _length_tasks()
+    s = TaskSampler(tasks, tasks_per_batch=3, seed=4, cot_prefill=0.5, long_answer_words=10)
+    rows = [row for _ in range(2000) for row in s.next_batch()]
+    long_rows = [ex for t, ex, _ in rows if t.name in ("t0", "t1")]
+    short_rows = [ex for t, ex, _ in rows if t.name not in ("t0", "t1")]
+    assert short_rows and all("prefill" not in ex.meta for ex in short_rows)
+    with_prefill = [ex for ex in long_rows if ex.meta.get("prefill") == GSM8K_PREFILL]
+    # binomial(n ~ 1200, 0.5): the share lies far inside 0.4-0.6 unless the probability is ignored
+    assert 0.4 < len(with_prefill) / len(long_rows) < 0.6
+    # the stored examples are untouched, and the prefill is prompt, not target
+    assert all("prefill" not in ex.meta for t in tasks for ex in t.splits["train"])
+    assert all(ex.target in [e.target for e in tasks[int(ex.prompt[1])].splits["train"]] for ex in with_prefill)
+    state = _assert_resumes_exactly(lambda: TaskSampler(tasks, tasks_per_batch=3, seed=2, cot_prefill=0.5), skip=4)
+    with pytest.raises(DataError, match="cot_prefill"):
+        TaskSampler(tasks, tasks_per_batch=3, seed=2, cot_prefill=0.25).load_state_dict(state)
+    with pytest.raises(DataError, match="none of the 10 training tasks has answers of 50\\+ words"):
+        TaskSampler(tasks, tasks_per_batch=3, cot_prefill=0.5, long_answer_words=50)
+    with pytest.raises(ValueError, match="cot_prefill must be in"):
+        TaskSampler(tasks, tasks_per_batch=3, cot_prefill=1.5)
+
+
+def test_prefilled_training_example_trains_only_the_answer():
+    from text2lora.train.batches import encode_examples
+    tok = tiny_tokenizer()
+    ex = Example("What is 2 + 3?", "2 plus 3 is 5. The answer is 5.")
+    plain = encode_examples(tok, [ex], eos=False)
+    pre = encode_examples(tok, [ex.with_prefill(GSM8K_PREFILL)], eos=False)
+    def trained(b):
+        return [int(t) for t, lab in zip(b.input_ids[0], b.labels[0]) if lab != -100]
+    # the prefill's tokens are in the input but carry no label; the trained tokens are the answer's
+    assert pre.input_ids.shape[1] > plain.input_ids.shape[1]
+    assert tok.decode(trained(pre)).strip() == ex.target
+    assert ex.with_prefill("x").with_prefill("y").meta["prefill"] == "x"

@@ -20,9 +20,13 @@ from typing import Sequence
 from ..errors import DataError
 from .records import Example, TaskRecord
 
-__all__ = ["CONDITIONS", "format_prompt", "icl_shots", "chat_messages"]
+__all__ = ["CONDITIONS", "COT_PREFILL", "format_prompt", "icl_shots", "chat_messages"]
 
 CONDITIONS = ("zero_shot", "icl", "description")
+
+#: The chain-of-thought prefill that opens the answer of GSM8K items, as in the paper (and of
+#: long-answer training examples under the recipe option ``cot_prefill``).
+COT_PREFILL = "Let's think step by step."
 
 #: Default number of in-context examples (the paper's 3-shot baseline).
 DEFAULT_SHOTS = 3

@@ -69,6 +69,13 @@ class Example:
         alt = self.meta.get("prompt_unlisted") if self.meta else None
         return replace(self, prompt=alt) if alt else self
 
+    def with_prefill(self, prefill: str) -> "Example":
+        """This example with ``prefill`` opening its answer (``meta["prefill"]``: part of the prompt, not
+        of the target), or the example itself when it already has a prefill."""
+        if self.meta.get("prefill"):
+            return self
+        return replace(self, meta={**self.meta, "prefill": prefill})
+
     @property
     def target(self) -> str:
         """The text a model should produce: the response, or the gold choice."""

@@ -6,7 +6,10 @@ whose prompt lists its choices (BIG-bench) is shown with that probability withou
 of the benchmarks' multiple-choice items. With ``long_answer_weight`` != 1, tasks whose answers are
 long (a mean of at least ``long_answer_words`` words) are drawn that many times as often as the
 others, still at most once a batch; ``task_weights`` (glob pattern -> weight, multiplied where
-several match) weighs tasks by name, e.g. a whole collection. The stream is infinite and fully determined by the seed;
+several match) weighs tasks by name, e.g. a whole collection. With ``cot_prefill`` > 0, an example
+of a long-answer task opens its answer with that probability with the chain-of-thought prefill
+(:data:`~text2lora.data.prompts.COT_PREFILL`, the one GSM8K is evaluated with), so adapters learn
+to go on reasoning after it rather than end the turn. The stream is infinite and fully determined by the seed;
 :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
@@ -17,6 +20,7 @@ import random
 from typing import Any, Iterator, Sequence
 
 from ..errors import DataError
+from .prompts import COT_PREFILL
 from .records import Example, TaskRecord
 
 __all__ = ["TaskSampler", "mean_answer_words"]
@@ -43,15 +47,19 @@ class TaskSampler:
         long_answer_words: mean answer length, in words, from which a task counts as long.
         task_weights: ``(glob pattern, weight)`` pairs over task names; a task's weight is the product of
             the weights of the patterns it matches (and of ``long_answer_weight`` when it is long).
+        cot_prefill: probability of opening the answer of a long-answer task's example with
+            :data:`~text2lora.data.prompts.COT_PREFILL`.
     """
 
     def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
                  unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10,
-                 task_weights: Sequence[tuple[str, float]] = ()):
+                 task_weights: Sequence[tuple[str, float]] = (), cot_prefill: float = 0.0):
         if tasks_per_batch < 1:
             raise ValueError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
             raise ValueError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
+        if not 0.0 <= cot_prefill <= 1.0:
+            raise ValueError(f"cot_prefill must be in [0, 1], got {cot_prefill}")
         if long_answer_weight <= 0:
             raise ValueError(f"long_answer_weight must be positive, got {long_answer_weight}")
         if long_answer_words < 1:
@@ -81,6 +89,14 @@ class TaskSampler:
                             "text2lora lacks the unlisted prompts: rebuild it with `t2l data fetch bigbench`")
         self.long_answer_weight = long_answer_weight
         self.long_answer_words = long_answer_words
+        self.cot_prefill = cot_prefill
+        #: indices of the long-answer tasks whose examples may get the chain-of-thought prefill
+        self._cot_tasks = ({i for i, t in enumerate(tasks) if mean_answer_words(t, split) >= long_answer_words}
+                           if cot_prefill > 0 else set())
+        if cot_prefill > 0 and not self._cot_tasks:
+            raise DataError(f"cot_prefill is set but none of the {len(tasks)} training tasks has answers of "
+                            f"{long_answer_words}+ words on average, so no example would get the prefill; "
+                            "lower long_answer_words or drop the option")
         #: per-task sampling weights, or None when every task is equally likely
         self.weights: list[float] | None = None
         if long_answer_weight != 1.0:
@@ -128,6 +144,8 @@ class TaskSampler:
             ex = examples[self._rng.randrange(len(examples))]
             if self.unlisted_mc and "prompt_unlisted" in ex.meta and self._rng.random() < self.unlisted_mc:
                 ex = ex.without_listed_choices()
+            if i in self._cot_tasks and self._rng.random() < self.cot_prefill:
+                ex = ex.with_prefill(COT_PREFILL)
             desc = task.train_descriptions[self._rng.randrange(len(task.train_descriptions))]
             batch.append((task, ex, desc))
         self._batches += 1
@@ -143,7 +161,7 @@ class TaskSampler:
         return {"seed": self.seed, "tasks_per_batch": self.tasks_per_batch, "split": self.split,
                 "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
                 "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks],
-                "task_weights": [list(pw) for pw in self.task_weights],
+                "task_weights": [list(pw) for pw in self.task_weights], "cot_prefill": self.cot_prefill,
                 "batches": self._batches,
                 "rng": [version, list(internal), gauss]}
 
@@ -156,9 +174,10 @@ class TaskSampler:
                 or state.get("unlisted_mc", 0.0) != self.unlisted_mc
                 or state.get("long_answer_weight", 1.0) != self.long_answer_weight
                 or (self.long_answer_weight != 1.0 and state.get("long_answer_words", 10) != self.long_answer_words)
-                or [tuple(pw) for pw in state.get("task_weights", [])] != self.task_weights):
+                or [tuple(pw) for pw in state.get("task_weights", [])] != self.task_weights
+                or state.get("cot_prefill", 0.0) != self.cot_prefill):
             raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
-                            "long_answer_weight/long_answer_words/task_weights; resume with the run's own config")
+                            "long_answer_weight/long_answer_words/task_weights/cot_prefill; resume with the run's own config")
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
         self._batches = int(state["batches"])

@@ -111,6 +111,10 @@ class _TaskData:
     words or more) is drawn as the others; 1 draws every task equally often."""
     long_answer_words: int = 10
     """Mean answer length, in words, from which a training task counts as long."""
+    cot_prefill: float = 0.0
+    """Probability that a training example of a long-answer task opens its answer with the
+    chain-of-thought prefill GSM8K is evaluated with ("Let's think step by step.", part of the prompt,
+    not trained), so adapters learn to keep reasoning after it instead of ending the turn."""
     task_weights: list[str] = field(default_factory=list)
     """``"PATTERN=WEIGHT"`` entries: training tasks whose name matches the glob pattern are drawn
     WEIGHT times as often (multiplied where several match), e.g. ``["olmo/*=3"]``."""
@@ -119,6 +123,8 @@ class _TaskData:
         super().__post_init__()  # type: ignore[misc]  # TrainConfig's, next in the recipes' MRO
         if not 0.0 <= self.mc_unlisted <= 1.0:
             raise ConfigError(f"mc_unlisted must be in [0, 1], got {self.mc_unlisted}")
+        if not 0.0 <= self.cot_prefill <= 1.0:
+            raise ConfigError(f"cot_prefill must be in [0, 1], got {self.cot_prefill}")
         if self.long_answer_weight <= 0:
             raise ConfigError(f"long_answer_weight must be positive (1 = off), got {self.long_answer_weight}")
         if self.long_answer_words < 1:

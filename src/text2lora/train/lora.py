@@ -86,7 +86,7 @@ class LoRAJob:
             k = min(getattr(cfg, "tasks_per_batch", cfg.batch_size), len(tasks))
             self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted,
                                             long_answer_weight=cfg.long_answer_weight,
-                                            long_answer_words=cfg.long_answer_words,
+                                            long_answer_words=cfg.long_answer_words, cot_prefill=cfg.cot_prefill,
                                             task_weights=cfg.task_weight_pairs())
         else:
             assert train is not None
@@ -167,6 +167,9 @@ def train_lora(cfg: LoRAConfig, out: str | Path, *, resume: bool = False, quiet:
     if cfg.long_answer_weight != 1.0:
         raise ConfigError("long_answer_weight sets how often each task is drawn in the multi-task recipes (mt-lora, "
                           "sft); an oracle LoRA trains on one task: remove long_answer_weight from this recipe")
+    if cfg.cot_prefill:
+        raise ConfigError("cot_prefill changes how the multi-task recipes (mt-lora, sft) draw examples; an oracle "
+                          "LoRA trains on its task's examples as stored: remove cot_prefill from this recipe")
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     if tasks is None:

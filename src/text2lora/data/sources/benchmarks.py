@@ -20,6 +20,7 @@ from typing import Callable
 
 from ...errors import DataError
 from ..descriptions import benchmark_descriptions
+from ..prompts import COT_PREFILL
 from ..records import Example, TaskRecord
 from .archive import Tree, open_tree, read_arrow_rows
 
@@ -30,7 +31,7 @@ BENCHMARKS: tuple[str, ...] = ("arc_challenge", "arc_easy", "boolq", "gsm8k", "h
                                "piqa", "winogrande", "humaneval", "mbpp")
 
 #: Chain-of-thought prefill the paper uses for GSM8K.
-GSM8K_PREFILL = "Let's think step by step."
+GSM8K_PREFILL = COT_PREFILL
 
 #: Default cap on train examples per benchmark (seeded random subset, original order kept).
 MAX_TRAIN = 10_000
