@@ -1,8 +1,11 @@
 """Exceptions raised for problems a user can fix.
 
 Every message says what was wrong and how to fix it. The CLI turns any
-:class:`T2LError` into one line on stderr and exit code 2, with no traceback.
-Internal invariants use ``assert`` instead.
+:class:`T2LError` into one line on stderr and exit code 2, with no traceback (``t2l -v`` shows it).
+Anything else that escapes is a bug and keeps its traceback. Internal invariants use ``assert``.
+
+:class:`ConfigError` is also a ``ValueError`` (config dataclasses validate in ``__post_init__``, and
+callers that catch ``ValueError`` keep working); the other subclasses are not.
 """
 
 from __future__ import annotations
@@ -34,3 +37,8 @@ class DataError(T2LError):
 
 class OutputExistsError(T2LError):
     """An output path exists and overwriting it was not asked for."""
+
+
+class T2LWarning(UserWarning):
+    """Something the user should know that does not stop the work (a truncated or unreadable description,
+    an ignored config key). The CLI prints it as one line ``t2l: warning: ...``."""

@@ -4,9 +4,12 @@ Each subcommand lives in a module of this package that defines
 ``register(subparsers)``; the module adds its parser and sets ``func`` to a
 function taking the parsed ``argparse.Namespace`` and returning an exit code.
 The CLI is thin: it parses, calls the library and prints. Any
-:class:`~text2lora.errors.T2LError` (or ``ValueError`` from a config dataclass)
-becomes one line on stderr and exit code 2, with no traceback. Heavy commands
-(train, eval, watch) warn when another one is already running on the same CPU.
+:class:`~text2lora.errors.T2LError` (a user error) becomes one line on stderr and
+exit code 2, with no traceback (``-v`` shows it); any other exception is a bug and
+keeps its traceback. Ctrl-C anywhere exits 130 with one line. A
+:class:`~text2lora.errors.T2LWarning` prints as one line ``t2l: warning: ...``.
+Heavy commands (train, eval, watch) warn when another one is already running on
+the same CPU.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
+import traceback
+import warnings
 
-from ..errors import T2LError
+from ..errors import T2LError, T2LWarning
 
 # Modules that register subcommands, in the order they appear in --help.
 COMMAND_MODULES = ["core", "export", "data", "train", "eval", "apps"]
@@ -37,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"text2lora {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show debug logging, and the traceback of an error too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
@@ -50,35 +58,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plain_warnings(show):
+    """A ``warnings.showwarning`` that prints a :class:`T2LWarning` as one plain line and passes others to
+    ``show`` (Python's: file, line, category and source line)."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, T2LWarning):
+            print(f"t2l: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``t2l``; returns the process exit code."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers' "Loading weights" bars are noise on a CLI that prints its own progress
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    from . import _jobs
+    verbose = False
+    try:  # everything, imports included: Ctrl-C during start-up is one line too
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        verbose = args.verbose
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        from . import _jobs
 
-    heavy = _jobs.is_heavy(args)
-    try:
-        with _jobs.registered(sys.argv[1:] if argv is None else list(argv)) if heavy else contextlib.nullcontext():
-            if heavy:
-                _jobs.warn_if_busy()
-            return int(args.func(args) or 0)
-    except T2LError as e:
-        print(f"t2l: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # config dataclasses validate with ValueError naming the field
-        if args.verbose:
-            raise
+        heavy = _jobs.is_heavy(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _plain_warnings(warnings.showwarning)
+            with _jobs.registered(sys.argv[1:] if argv is None else list(argv)) if heavy else contextlib.nullcontext():
+                if heavy:
+                    _jobs.warn_if_busy()
+                return int(args.func(args) or 0)
+    except T2LError as e:  # a user error; anything else is a bug and keeps its traceback
+        if verbose:
+            traceback.print_exc()
         print(f"t2l: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting: no traceback either
         print("t2l: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

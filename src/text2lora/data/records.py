@@ -57,11 +57,11 @@ class Example:
     def __post_init__(self) -> None:
         if self.choices is not None:
             if not self.choices:
-                raise ValueError("Example.choices is empty; give at least one choice or None")
+                raise DataError("Example.choices is empty; give at least one choice or None")
             if self.gold is None or not 0 <= self.gold < len(self.choices):
-                raise ValueError(f"Example.gold={self.gold!r} is not an index into {len(self.choices)} choices")
+                raise DataError(f"Example.gold={self.gold!r} is not an index into {len(self.choices)} choices")
         elif self.response is None:
-            raise ValueError("Example needs a response (generative) or choices + gold (multiple choice)")
+            raise DataError("Example needs a response (generative) or choices + gold (multiple choice)")
 
     def without_listed_choices(self) -> "Example":
         """This example with the prompt that does not list its choices (``meta["prompt_unlisted"]``,
@@ -113,12 +113,12 @@ class TaskRecord:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValueError("TaskRecord.name is empty")
+            raise DataError("TaskRecord.name is empty")
         if self.metric not in METRICS:
-            raise ValueError(f"TaskRecord.metric={self.metric!r} for {self.name}; expected one of {METRICS}")
+            raise DataError(f"TaskRecord.metric={self.metric!r} for {self.name}; expected one of {METRICS}")
         unknown = set(self.splits) - {"train", "validation", "test"}
         if unknown:
-            raise ValueError(f"TaskRecord.splits of {self.name} has unknown split(s) {sorted(unknown)}")
+            raise DataError(f"TaskRecord.splits of {self.name} has unknown split(s) {sorted(unknown)}")
 
     @property
     def is_multiple_choice(self) -> bool:

@@ -19,7 +19,7 @@ import fnmatch
 import random
 from typing import Any, Iterator, Sequence
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .prompts import COT_PREFILL
 from .records import Example, TaskRecord
 
@@ -55,19 +55,19 @@ class TaskSampler:
                  unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10,
                  task_weights: Sequence[tuple[str, float]] = (), cot_prefill: float = 0.0):
         if tasks_per_batch < 1:
-            raise ValueError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
+            raise ConfigError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
-            raise ValueError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
+            raise ConfigError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
         if not 0.0 <= cot_prefill <= 1.0:
-            raise ValueError(f"cot_prefill must be in [0, 1], got {cot_prefill}")
+            raise ConfigError(f"cot_prefill must be in [0, 1], got {cot_prefill}")
         if long_answer_weight <= 0:
-            raise ValueError(f"long_answer_weight must be positive, got {long_answer_weight}")
+            raise ConfigError(f"long_answer_weight must be positive, got {long_answer_weight}")
         if long_answer_words < 1:
-            raise ValueError(f"long_answer_words must be >= 1, got {long_answer_words}")
+            raise ConfigError(f"long_answer_words must be >= 1, got {long_answer_words}")
         task_weights = [(str(p), float(w)) for p, w in task_weights]
         for pattern, w in task_weights:
             if w <= 0:
-                raise ValueError(f"task weight of {pattern!r} must be positive, got {w}")
+                raise ConfigError(f"task weight of {pattern!r} must be positive, got {w}")
         if len(tasks) < tasks_per_batch:
             raise DataError(f"TaskSampler needs at least tasks_per_batch={tasks_per_batch} tasks, got {len(tasks)}")
         for t in tasks:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from ..data import Example, TaskRecord
+from ..errors import DataError
 
 __all__ = ["choice_labels", "labelled_example", "labelled_task", "read_label", "read_choice_text", "answer_done"]
 
@@ -35,7 +36,8 @@ def choice_labels(choices: Sequence[str]) -> list[str]:
     if set(words) <= _WORD_ANSWERS and len(set(words)) == len(words):
         return words
     if len(choices) > len(_LETTERS):
-        raise ValueError(f"{len(choices)} choices: at most {len(_LETTERS)} can be labelled with letters")
+        raise DataError(f"{len(choices)} choices: at most {len(_LETTERS)} can be labelled with letters; evaluate this "
+                        "task with --mc-protocol loglik")
     return list(_LETTERS[: len(choices)])
 
 

@@ -18,6 +18,7 @@ import re
 from typing import Sequence
 
 from ..data import Example
+from ..errors import DataError
 
 __all__ = ["choice_predictions", "extract_last_number", "gsm8k_correct", "exact_match", "extract_code",
            "humaneval_program", "mbpp_program", "code_program", "code_done", "mean"]
@@ -154,7 +155,8 @@ def code_program(completion: str, example: Example) -> str:
         return humaneval_program(completion, example)
     if "test_list" in example.meta:
         return mbpp_program(completion, example)
-    raise ValueError("pass@1 needs an example with HumanEval ('test', 'entry_point') or MBPP ('test_list') fields")
+    raise DataError("pass@1 needs an example with HumanEval ('test', 'entry_point') or MBPP ('test_list') fields; "
+                    "give the task another metric or add those fields")
 
 
 def mean(xs: Sequence[float]) -> float:

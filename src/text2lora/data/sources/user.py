@@ -95,7 +95,7 @@ def parse_task(obj: Any, where: str, seed: int = 0) -> TaskRecord:
         return TaskRecord(name=f"user/{name.strip()}", source="user", license=str(obj.get("license", "unknown")),
                           citation=str(obj.get("citation", "")), metric=metric, train_descriptions=descs,
                           heldout_descriptions=heldout, splits=splits)
-    except ValueError as e:
+    except DataError as e:  # the record's own validation
         raise DataError(f"{where} (task {name}): {e}") from None
 
 
