@@ -16,9 +16,7 @@ from text2lora.train.config import config_to_yaml, parse_overrides
 from text2lora.train.run import optimizer_state_from_files, optimizer_state_to_files
 
 ROOT = Path(__file__).resolve().parents[1]
-# training recipes are the YAML files with a `recipe:` key (other configs/ files belong to other commands)
-CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml")
-                 if isinstance(d := yaml.safe_load(p.read_text()), dict) and "recipe" in d)
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))  # every one is a training recipe with a `recipe:` key
 TINY_TASKS = ROOT / "configs" / "data" / "tiny_tasks.jsonl"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,9 +54,32 @@ def test_bad_keys_and_types_name_the_key_and_choices(tmp_path):
         load_config("sft", f)
     with pytest.raises(ConfigError, match="library is empty"):
         load_config("recon")
-    assert parse_overrides(["--lr", "1e-4", "--tasks", "a,b", "--init-from=x", "--max_tasks", "null"]) == {
-        "lr": "1e-4", "tasks": ["a", "b"], "init_from": "x", "max_tasks": None}
-    assert load_config("sft", overrides=["--lr", "1e-4"]).lr == 1e-4
+    with pytest.raises(ConfigError, match=r"^warmup_frac must be in \[0, 1\), got 1.0$"):
+        load_config("sft", warmup_frac=1.0)
+    with pytest.raises(ConfigError, match=r"^steps must be >= 1, got 0$"):
+        load_config("sft", overrides=["--steps", "0"])
+    with pytest.raises(ConfigError, match=r"'max_tasks' must be int or null, got 'x'"):
+        load_config("sft", max_tasks="x")
+    with pytest.raises(ConfigError, match="target_modules is empty"):
+        load_config("sft", target_modules=[])
+    overrides = ["--lr", "1e-4", "--tasks", "a,b", "--init-from=x", "--max_tasks", "null", "--exclude-tasks", "c"]
+    assert parse_overrides(overrides) == {"lr": "1e-4", "tasks": "a,b", "init_from": "x", "max_tasks": None,
+                                          "exclude_tasks": "c"}
+    cfg = load_config("sft", overrides=overrides + ["--name", "7"])
+    assert (cfg.lr, cfg.tasks, cfg.exclude_tasks, cfg.init_from, cfg.max_tasks, cfg.name) == (
+        1e-4, ["a", "b"], ["c"], "x", None, "7")
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_help_lists_every_key_with_its_default_and_description(recipe):
+    from text2lora.train.config import config_help
+
+    lines = config_help(recipe).splitlines()
+    fields = RECIPES[recipe].model_fields
+    assert [ln.split()[0] for ln in lines] == [f"--{k}" for k in fields]
+    assert all(f.description for f in fields.values())
+    steps = next(ln for ln in lines if ln.split()[0] == "--steps")
+    assert "(int, >= 1, default 1000): Number of optimiser steps" in steps
 
 
 def test_optimizer_state_round_trips_without_pickle():

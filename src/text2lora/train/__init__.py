@@ -1,6 +1,6 @@
 """Training: oracle and multi-task LoRAs, reconstruction and SFT of the generator.
 
-Each recipe is a config dataclass (:mod:`.config`) plus a function that trains into a run directory
+Each recipe is a pydantic config model (:mod:`.config`) plus a function that trains into a run directory
 (:mod:`.run`) with the shared loop (:mod:`.loop`)::
 
     from text2lora.train import load_config, train_sft

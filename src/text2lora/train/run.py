@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._io import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from .._io import atomic_dir, atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from ..errors import CheckpointError, ConfigError, OutputExistsError
-from .config import TrainConfig, config_to_yaml, load_config
+from .config import TrainConfig, config_to_yaml, load_config, recipe_of
 
 __all__ = ["RunDir", "optimizer_state_to_files", "optimizer_state_from_files", "rng_state", "set_rng_state",
            "RESUMABLE_KEYS"]
@@ -93,6 +93,24 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _metric_rows(path: Path) -> list[list[str]]:
+    """The header and the complete rows of a metrics.csv. A torn last line (the run was killed while
+    appending it: no line end) and any row that does not parse are dropped."""
+    if not path.is_file():
+        return [list(_METRIC_FIELDS)]
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    rows = []
+    for r in csv.reader(io.StringIO(text[: text.rfind("\n") + 1])):
+        try:
+            if len(r) == len(_METRIC_FIELDS):
+                int(r[0]), float(r[3])
+                rows.append(r)
+        except ValueError:
+            continue
+    return [list(_METRIC_FIELDS)] + rows
+
+
 # ----------------------------------------------------------------------------- run directory
 
 class RunDir:
@@ -119,7 +137,7 @@ class RunDir:
         path = Path(path)
         if not main:  # other processes of a distributed run: the main process checks and writes
             return cls(path, config, main)
-        recipe = _recipe_of(config)
+        recipe = recipe_of(config)
         if not resume:
             if path.exists() and (not path.is_dir() or any(path.iterdir())):
                 raise OutputExistsError(f"run directory {path} already exists; pass --resume to continue it or "
@@ -129,7 +147,7 @@ class RunDir:
                 raise CheckpointError(f"cannot resume: {path} is not a run directory (no config.yaml); drop "
                                       "--resume to start a new run there")
             saved = load_config(recipe, path / "config.yaml")
-            diff = [k for k, v in saved.__dict__.items() if k not in RESUMABLE_KEYS and getattr(config, k) != v]
+            diff = [k for k, v in saved.model_dump().items() if k not in RESUMABLE_KEYS and getattr(config, k) != v]
             if diff:
                 raise ConfigError(f"cannot resume {path}: config key(s) {', '.join(diff)} differ from the saved "
                                   f"run (saved: {', '.join(f'{k}={getattr(saved, k)!r}' for k in diff)}); only "
@@ -137,8 +155,28 @@ class RunDir:
         run = cls(path, config, main)
         if main:
             path.mkdir(parents=True, exist_ok=True)
+            run.remove_stale_temporaries()
             atomic_write_text(path / "config.yaml", config_to_yaml(config))
         return run
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete what a kill during a write left (``checkpoints/.step-*.tmp``, ``.best.*.tmp``, half-copied
+        adapters): the run is being (re)opened, so no write of it is under way."""
+        tasks = [p for p in (self.path / "tasks").glob("*") if p.is_dir()]
+        return remove_stale_temporaries(self.path, self.checkpoint_root, self.path / "library", self.path / "plots",
+                                        *tasks, *(t / "checkpoints" for t in tasks))
+
+    @staticmethod
+    def has_results(path: str | Path) -> bool:
+        """True once a run in ``path`` has produced something worth keeping: a logged metric, a checkpoint, a
+        best artifact or a finished adapter. A start that fails before that leaves nothing behind (the CLI
+        removes what it wrote), so the corrected retry is not refused as "already exists"."""
+        path = Path(path)
+        if (path / "best").exists() or (path / "library").exists():
+            return True
+        if any(path.glob("checkpoints/step-*/state.json")) or any(path.glob("tasks/*/checkpoints/step-*/state.json")):
+            return True
+        return any(_metric_rows(p)[1:] for p in [path / "metrics.csv", *path.glob("tasks/*/metrics.csv")])
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -164,18 +202,15 @@ class RunDir:
 
     def read_metrics(self, split: str | None = None, metric: str | None = None) -> list[tuple[int, str, str, float]]:
         """Rows ``(step, split, metric, value)`` of metrics.csv, filtered."""
-        if not self.metrics_path.exists():
-            return []
-        with open(self.metrics_path, newline="", encoding="utf-8") as f:
-            rows = [(int(r["step"]), r["split"], r["metric"], float(r["value"])) for r in csv.DictReader(f)]
+        rows = [(int(r[0]), r[1], r[2], float(r[3])) for r in _metric_rows(self.metrics_path)[1:]]
         return [r for r in rows if (split is None or r[1] == split) and (metric is None or r[2] == metric)]
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop rows logged after ``step`` (they are replayed when a run resumes from ``step``)."""
+        """Drop rows logged after ``step`` (they are replayed when a run resumes from ``step``), and a torn last
+        line left by a kill mid-write."""
         if not self.main or not self.metrics_path.exists():
             return
-        with open(self.metrics_path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        rows = _metric_rows(self.metrics_path)
         kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
         buf = io.StringIO()
         csv.writer(buf).writerows(kept)
@@ -314,9 +349,3 @@ class RunDir:
     @property
     def best_path(self) -> Path:
         return self.path / "best"
-
-
-def _recipe_of(config: TrainConfig) -> str:
-    from .config import RECIPES
-
-    return next(k for k, v in RECIPES.items() if type(config) is v)
