@@ -13,12 +13,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import OutputExistsError
 
 __all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "STOP_FILE",
-           "written_by_t2l", "check_replaceable"]
+           "written_by_t2l", "check_replaceable", "undo_on_failure", "remove_stale_temporaries",
+           "refuse_pickled_weights"]
 
 #: A file that, once it exists in a training run's directory, stops training after the current step (with a
 #: checkpoint). Training polls it; ``t2l watch --patience`` writes it.
@@ -34,6 +35,26 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` sets it, for a moment,
+    for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a ``tempfile`` file (0600) or directory (0700) the mode ``open`` / ``mkdir`` would have given it
+    (0666 / 0777 less the umask), so what text2lora writes is readable as the user's other files are
+    (e.g. by a server running as another user)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -54,6 +75,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        _as_if_created(tmp)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -149,6 +171,7 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        _as_if_created(tmp, directory=True)
     except OSError as e:
         raise OutputExistsError(f"cannot write {path}: {e.strerror or e} ({e.filename or path.parent}); choose "
                                 "another output path") from None
@@ -166,3 +189,79 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: Names of what the atomic writers leave behind when killed mid-write: ``.NAME.XXXX.tmp`` (a file or a
+#: directory being built), ``.NAME.XXXX.old`` (a replaced directory being deleted), ``.NAME.copy``.
+_TEMPORARY_SUFFIXES = (".tmp", ".old", ".copy")
+
+
+def remove_stale_temporaries(*folders: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries an atomic write killed mid-way left directly in ``folders``; return them.
+
+    Call it only where no other process is writing at the same time (a run directory being reopened)."""
+    removed = []
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for p in Path(folder).iterdir():
+                if p.name.startswith(".") and p.name.endswith(_TEMPORARY_SUFFIXES):
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def undo_on_failure(path: str | os.PathLike, has_results: Callable[[Path], bool]) -> Iterator[None]:
+    """If the block raises (Ctrl-C included) before ``has_results(path)``, remove what it added: the directory
+    ``path`` and the parents it created, or, when ``path`` existed, the entries it added to it.
+
+    A failed start of a run (bad config, missing data) so leaves nothing that refuses the corrected retry;
+    what was there before is never touched."""
+    path = Path(path)
+    created = [p for p in [path, *path.parents] if not p.exists()]
+    before = None if created else {p.name for p in path.iterdir()} if path.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if path.is_dir() and not has_results(path):
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+                for p in created[1:]:  # parents it made, innermost first, while empty
+                    with contextlib.suppress(OSError):
+                        p.rmdir()
+            else:
+                for p in path.iterdir():
+                    if p.name in before:
+                        continue
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+        raise
+
+
+#: Weight files that are Python pickles: loading one can run arbitrary code, so text2lora never does.
+_PICKLED_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def refuse_pickled_weights(folder: str | os.PathLike, what: str) -> None:
+    """Raise :class:`~text2lora.errors.ModelLoadError` naming the file when ``folder`` (a base model or
+    encoder directory) or one of its sub-folders holds its weights only as a pickle (``pytorch_model.bin``)."""
+    from .errors import ModelLoadError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+        if any(d.glob("*.safetensors")):
+            continue
+        for pattern in _PICKLED_WEIGHTS:
+            found = sorted(d.glob(pattern))
+            if found:
+                raise ModelLoadError(f"{found[0]}: the {what} stores its weights as a pickle, which text2lora never "
+                                     "loads (unpickling can run code); convert it to safetensors (e.g. load it once "
+                                     "with transformers where you trust it and save_pretrained, which writes "
+                                     "model.safetensors), then pass the converted directory")

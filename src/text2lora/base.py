@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ._io import atomic_dir, cache_dir
+from ._io import atomic_dir, cache_dir, refuse_pickled_weights
 from .errors import ConfigError, ModelLoadError
 
 __all__ = [
@@ -321,6 +321,7 @@ def load_base(name_or_path: str = DEFAULT_BASE, target_modules: Sequence[str] = 
     if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
         raise ModelLoadError(f"base model path {name_or_path} does not exist; pass an existing directory, "
                              f"a .gguf file, a Hugging Face id, or {DEFAULT_BASE!r}")
+    refuse_pickled_weights(local, "base model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import string
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Any, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, ModelLoadError
+from .errors import ConfigError, ModelLoadError, T2LWarning
 
 __all__ = ["DEFAULT_ENCODER", "EncoderSpec", "Encoder", "SentenceTransformerEncoder", "BaseLMEncoder",
-           "TaskIdEncoder", "load_encoder", "check_descriptions"]
+           "TaskIdEncoder", "load_encoder", "check_descriptions", "unreadable_reasons"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,46 @@ def check_descriptions(texts: Sequence[str] | str) -> list[str]:
     return texts
 
 
+UNREADABLE_SHARE = 0.5
+"""A description is unreadable when more than this share of its tokens are unknown to the encoder, or (for an
+English-only encoder) of its letters and symbols are not ASCII letters."""
+
+# names of sentence-transformers models trained on many languages (the default all-MiniLM-L6-v2 is English)
+_MULTILINGUAL_HINTS = ("multilingual", "labse", "xlm", "-m3", "multi-qa-mpnet")
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _not_english_share(text: str) -> float:
+    """Share of the characters that are neither spaces, digits, ASCII punctuation nor ASCII letters (emoji,
+    other scripts) among all but spaces, digits and punctuation."""
+    chars = [c for c in text if not c.isspace() and not c.isdigit() and c not in string.punctuation]
+    return sum(not (c.isascii() and c.isalpha()) for c in chars) / len(chars) if chars else 0.0
+
+
+def unreadable_reasons(encoder: "Encoder", texts: Sequence[str]) -> list[str | None]:
+    """For each description, why ``encoder`` cannot read it, or ``None``: most of its tokens are unknown to
+    the encoder's vocabulary (emoji for the default BERT vocabulary all become ``[UNK]``, so "🙂🚀🔥" and
+    "🐱🐶" give the same adapter), or most of its letters are not English for an English-only encoder."""
+    shares = encoder.unknown_shares(list(texts)) if hasattr(encoder, "unknown_shares") else [0.0] * len(texts)
+    english = getattr(encoder, "english_only", False)
+    name = encoder.spec.name or encoder.spec.kind
+    out: list[str | None] = []
+    for text, unknown in zip(texts, shares):
+        if unknown > UNREADABLE_SHARE:
+            out.append(f"description {_short(text)!r}: {unknown:.0%} of its tokens are unknown to the encoder "
+                       f"{name}, so its adapter says little about it")
+        elif english and _not_english_share(text) > UNREADABLE_SHARE:
+            out.append(f"description {_short(text)!r} is mostly not English, and the encoder {name} reads only "
+                       "English, so its adapter says little about it")
+        else:
+            out.append(None)
+    return out
+
+
 def _embedded_encoder_path(name: str) -> Path:
     pkg, sub, _, pip_spec = EMBEDDED_ENCODERS[name]
     spec = importlib.util.find_spec(pkg)
@@ -160,6 +201,13 @@ class _PlainSTModel:
             return [len(e.ids) for e in self._fast_tok.encode_batch(texts)]
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
+    def token_ids(self, texts: list[str]) -> tuple[list[list[int]], int | None]:
+        """Each text's token ids without special tokens, and the unknown token's id."""
+        if self.tokenizer is None:
+            unk = self._fast_tok.token_to_id(getattr(self._fast_tok.model, "unk_token", None) or "[UNK]")
+            return [e.ids for e in self._fast_tok.encode_batch(texts, add_special_tokens=False)], unk
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"], self.tokenizer.unk_token_id
+
     def _tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         if self.tokenizer is not None:
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
@@ -214,6 +262,9 @@ class SentenceTransformerEncoder:
     def __init__(self, name: str = DEFAULT_ENCODER, device: str | torch.device | None = None,
                  use_library: bool = False):
         path = _embedded_encoder_path(name) if name in EMBEDDED_ENCODERS else Path(name).expanduser()
+        from ._io import refuse_pickled_weights
+
+        refuse_pickled_weights(path, "encoder")
         device = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         if not use_library and path.is_dir() and _PlainSTModel.supports(path):
             self.model = _PlainSTModel(path, device)
@@ -231,7 +282,18 @@ class SentenceTransformerEncoder:
                 else self.model.get_sentence_embedding_dimension()
             max_len = self.model.max_seq_length
         self.spec = EncoderSpec("sentence-transformers", name, int(dim), int(max_len))
+        # whether the encoder reads English only (all but multilingual models, the default included)
+        self.english_only = not any(h in name.lower() for h in _MULTILINGUAL_HINTS)
         self._warned = False
+
+    def unknown_shares(self, texts: list[str]) -> list[float]:
+        """Share of each text's tokens (special tokens aside) that the encoder's vocabulary does not know."""
+        if isinstance(self.model, _PlainSTModel):
+            rows, unk = self.model.token_ids(texts)
+        else:
+            tok = self.model.tokenizer
+            rows, unk = tok(texts, add_special_tokens=False)["input_ids"], tok.unk_token_id
+        return [sum(i == unk for i in r) / len(r) if r and unk is not None else 0.0 for r in rows]
 
     def _warn_if_truncated(self, texts: list[str]) -> None:
         if self._warned:
@@ -243,7 +305,7 @@ class SentenceTransformerEncoder:
         if max(lengths) > self.spec.max_tokens:
             self._warned = True
             warnings.warn(f"a description has {max(lengths)} tokens; the encoder reads only the first "
-                          f"{self.spec.max_tokens} and ignores the rest", stacklevel=3)
+                          f"{self.spec.max_tokens} and ignores the rest", T2LWarning, stacklevel=3)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> Tensor:
@@ -262,7 +324,16 @@ class BaseLMEncoder:
     def __init__(self, base: Any, max_tokens: int = 512):
         self.base = base
         self.spec = EncoderSpec("base-lm", base.spec.name, int(base.spec.hidden_size), max_tokens)
+        self.english_only = False  # an LLM's own tokenizer: no language check, only unknown tokens
         self._warned = False
+
+    def unknown_shares(self, texts: list[str]) -> list[float]:
+        """Share of each text's tokens that the base tokenizer maps to its unknown token (byte-level
+        tokenizers have none: always 0)."""
+        tok = self.base.tokenizer
+        unk = tok.unk_token_id
+        rows = tok(texts, add_special_tokens=False)["input_ids"]
+        return [sum(i == unk for i in r) / len(r) if r and unk is not None else 0.0 for r in rows]
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> Tensor:
@@ -273,7 +344,7 @@ class BaseLMEncoder:
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"a description is longer than {self.spec.max_tokens} tokens; it is truncated",
-                              stacklevel=2)
+                              T2LWarning, stacklevel=2)
             enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.spec.max_tokens)
         enc = {k: v.to(self.base.device) for k, v in enc.items()}
         out = self.base.model(**enc, output_hidden_states=True)

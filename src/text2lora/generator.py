@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from ._io import atomic_dir, atomic_write_json, read_json
 from .adapter import AdapterBatch, LoRAAdapter
 from .base import BaseModel, BaseSpec
-from .encoders import Encoder, EncoderSpec, check_descriptions, load_encoder
-from .errors import CheckpointError
+from .encoders import Encoder, EncoderSpec, check_descriptions, load_encoder, unreadable_reasons
+from .errors import CheckpointError, T2LWarning
 from .hypernet import HyperConfig, HyperNetwork
 
 __all__ = ["TextToLoRA", "DEFAULT_GENERATOR_DIR", "FORMAT_VERSION"]
@@ -54,7 +54,7 @@ def upgrade_config(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     dropped = [k for k in cfg.get("hyper", {}) if k not in known]
     if dropped:
         warnings.warn(f"{path}: ignoring unknown hypernetwork config keys {dropped} (written by a newer version?)",
-                      stacklevel=3)
+                      T2LWarning, stacklevel=3)
         cfg["hyper"] = {k: v for k, v in cfg["hyper"].items() if k in known}
     return cfg
 
@@ -281,9 +281,16 @@ class TextToLoRA(nn.Module):
 
     @torch.inference_mode()
     def generate(self, descriptions: str | Sequence[str]) -> LoRAAdapter | list[LoRAAdapter]:
-        """One adapter per description, in one batched pass. A string in gives an adapter out."""
+        """One adapter per description, in one batched pass. A string in gives an adapter out.
+
+        A description the encoder cannot read (mostly unknown tokens, or not English for an English-only
+        encoder: :func:`~text2lora.encoders.unreadable_reasons`) gets a :class:`~text2lora.errors.T2LWarning`.
+        """
         single = isinstance(descriptions, str)
         texts = check_descriptions(descriptions)
+        for why in unreadable_reasons(self.encoder, texts):
+            if why:
+                warnings.warn(why, T2LWarning, stacklevel=3)
         was_training = self.training
         self.eval()
         try:

@@ -68,6 +68,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     gen = TextToLoRA.from_pretrained(args.model)
     t1 = time.perf_counter()
+    if not args.allow_unknown:
+        from ..encoders import unreadable_reasons
+
+        why = next((w for w in unreadable_reasons(gen.encoder, descs) if w), None)
+        if why:
+            raise ConfigError(f"{why}; describe the task in English words, or pass --allow-unknown to generate "
+                              "it anyway")
     adapters = gen.generate(descs)
     t2 = time.perf_counter()
     fmt = {"format": args.format, "base_gguf": args.base_gguf}
@@ -224,6 +231,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("descriptions", nargs="*", metavar="DESCRIPTION", help="task description(s)")
     _add_model_arg(p)
     p.add_argument("--file", help="read descriptions from a text file, one per line")
+    p.add_argument("--allow-unknown", action="store_true",
+                   help="generate even for a description the encoder cannot read (mostly unknown tokens such as "
+                        "emoji, or not English for the English-only default encoder); it is refused otherwise")
     _add_output_args(p, "adapter")
     add_format_args(p)
     p.set_defaults(func=cmd_generate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -56,7 +57,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ..train.lora import train_lora as fn
     else:
         from ..train.lora import train_mt_lora as fn
-    result = fn(cfg, out, resume=args.resume, quiet=args.quiet)
+    from .._io import undo_on_failure
+    from ..train.run import RunDir
+
+    # a start that fails before its first result (bad data, Ctrl-C while loading) removes what it wrote, so the
+    # corrected command is not refused with "already exists"; the main process does it, once
+    main = os.environ.get("RANK", "0") == "0"
+    with undo_on_failure(out, RunDir.has_results) if main else contextlib.nullcontext():
+        result = fn(cfg, out, resume=args.resume, quiet=args.quiet)
     if not args.quiet and os.environ.get("RANK", "0") == "0":  # one summary under a distributed launcher
         best = f"{result.best_val:.4f} at step {result.best_step}" if result.best_val is not None else "n/a"
         print(f"finished {args.recipe} run {out}: {result.step} steps in {result.seconds:.1f} s; best validation "

@@ -11,6 +11,7 @@ On CPU the whole run is deterministic: the same command twice gives identical nu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .._io import atomic_write_json, read_json
+from .._io import atomic_write_json, read_json, undo_on_failure
 from ..base import BaseModel
 from ..data import BENCHMARKS, TaskRecord
 from ..errors import ConfigError, DataError
@@ -241,8 +242,16 @@ def _score_gen(base, batch: list[PreparedExample], adapters, metric: str, cfg: E
 def run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | None = None) -> list[dict[str, Any]]:
     """Evaluate every (condition, task) pair; returns every per-example record (old and new).
 
-    ``tasks`` overrides ``cfg.benchmarks`` with in-memory records (tests, custom tasks).
+    ``tasks`` overrides ``cfg.benchmarks`` with in-memory records (tests, custom tasks). A run that fails
+    (or is interrupted) before its first scored example removes the ``cfg.out`` (or the ``run.json`` in it)
+    it created, so a corrected retry with other settings is not refused.
     """
+    scored = lambda out: bool(load_results(out / "results.jsonl"))  # noqa: E731
+    with undo_on_failure(cfg.out, scored) if cfg.out else contextlib.nullcontext():
+        return _run_eval(cfg, base, tasks)
+
+
+def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | None) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     conds: list[Condition] = [parse_condition(c) for c in cfg.conditions]
