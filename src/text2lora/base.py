@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import re
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,6 +36,8 @@ __all__ = [
     "default_dtype",
     "lm_parts",
     "upstream_id",
+    "end_of_turn_id",
+    "end_of_answer_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,6 +142,73 @@ class BaseModel:
             messages = [{"role": "user", "content": messages}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
+
+    @property
+    def end_ids(self) -> list[int]:
+        """The token ids that end an answer of this model: :func:`end_of_answer_ids` of its tokenizer
+        and generation config."""
+        return end_of_answer_ids(self.tokenizer, getattr(self.model, "generation_config", None))
+
+
+# ---------------------------------------------------------------------------- end of an answer
+
+_PROBE = "t2lprobe"  # assistant content whose rendering shows where the template ends the turn
+_END_OF_TURN: "weakref.WeakKeyDictionary[Any, tuple[Any, int | None]]" = weakref.WeakKeyDictionary()
+
+
+def _template_end_of_turn(tokenizer: Any) -> int | None:
+    """The control token the chat template writes right after an assistant message's content
+    (``<|im_end|>`` for ChatML, ``<end_of_turn>`` for Gemma, ``<|eot_id|>`` for Llama 3, ``<|end|>``
+    for Phi-3, ``</s>`` for Mistral), or ``None`` when the template has none there or cannot render
+    a user + assistant exchange."""
+    from jinja2 import TemplateError
+
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _PROBE}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except (TemplateError, ValueError) as e:
+        log.warning("the chat template cannot render a user + assistant exchange (%s); answers end at the "
+                    "tokenizer's EOS only", e)
+        return None
+    at = text.rfind(_PROBE)
+    if at < 0:
+        return None
+    rest = text[at + len(_PROBE):]
+    control = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    for tid in tokenizer(rest, add_special_tokens=False)["input_ids"]:
+        if tid in control:
+            return int(tid)
+        if tokenizer.decode([tid]).strip():  # ordinary text ends the turn: no end-of-turn token
+            return None
+    return None
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The one token that ends an assistant answer: the chat template's end-of-turn token, else the
+    tokenizer's EOS. Training appends it to every response (and learns it as a label), so a trained
+    adapter ends its answers where the template ends a turn."""
+    template = getattr(tokenizer, "chat_template", None)
+    cached = _END_OF_TURN.get(tokenizer)
+    if cached is not None and cached[0] == template:
+        tid = cached[1]
+    else:
+        tid = _template_end_of_turn(tokenizer)
+        _END_OF_TURN[tokenizer] = (template, tid)
+    return tid if tid is not None else tokenizer.eos_token_id
+
+
+def end_of_answer_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """Every token id that ends an answer, for decoding (evaluation, the server, chat): the chat
+    template's end-of-turn token (:func:`end_of_turn_id`), the ``eos_token_id`` (one or a list) of
+    ``generation_config`` and the tokenizer's EOS, without repeats, the end-of-turn token first."""
+    ids: list[Any] = [end_of_turn_id(tokenizer)]
+    gc_eos = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    ids += list(gc_eos) if isinstance(gc_eos, (list, tuple)) else [gc_eos]
+    ids.append(tokenizer.eos_token_id)
+    out = [int(t) for t in ids if isinstance(t, int) and not isinstance(t, bool) and t >= 0]
+    return list(dict.fromkeys(out))
 
 
 def lm_parts(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:

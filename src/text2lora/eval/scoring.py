@@ -331,8 +331,8 @@ def generate(base: BaseModel, prompts: Sequence[str], adapters: Sequence[LoRAAda
              progress: Callable[[int], None] | None = None) -> list[str]:
     """Greedy, KV-cached completions of ``prompts`` (each under its own adapter), without the prompt.
 
-    Prompts are left-padded; a row stops at the tokenizer's end-of-sequence token (for chat models,
-    the end of the assistant turn), when ``stop(completion so far)`` is true, or after
+    Prompts are left-padded; a row stops at an end-of-answer token (:attr:`BaseModel.end_ids`: the chat
+    template's end of turn and the model's EOS ids), when ``stop(completion so far)`` is true, or after
     ``max_new_tokens``; the batch ends when every row has stopped.
     """
     tok = base.tokenizer
@@ -340,8 +340,8 @@ def generate(base: BaseModel, prompts: Sequence[str], adapters: Sequence[LoRAAda
     adapters = list(adapters) if adapters is not None else [None] * len(prompts)
     if len(adapters) != len(prompts):
         raise ValueError(f"got {len(adapters)} adapters for {len(prompts)} prompts")
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+    eos = base.end_ids
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
     out: list[str] = []
     for s in range(0, len(prompts), batch_size):
         enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[s: s + batch_size]]

@@ -178,10 +178,7 @@ class Batcher:
         self._ids = itertools.count(1)
         self._stats_lock = threading.Lock()
         self.stats = {"batches": 0, "rows": 0, "max_batch_size": 0, "tokens": 0, "busy_s": 0.0}
-        gc = getattr(base.model, "generation_config", None)
-        eos = getattr(gc, "eos_token_id", None) if gc is not None else None
-        eos = eos if eos is not None else base.tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self.eos_ids = set(base.end_ids)  # the template's end of turn + the EOS ids (base.end_of_answer_ids)
         self.pad_id = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self._thread = threading.Thread(target=self._loop, name="t2l-batcher", daemon=True)
         self._stopped = False

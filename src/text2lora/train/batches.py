@@ -2,7 +2,8 @@
 
 Prompts are rendered with the data package's :func:`~text2lora.data.format_prompt` (zero-shot:
 the adapter, not the prompt, carries the task) and end where the answer begins; the response is the
-example's target (the gold choice for multiple-choice examples) followed by the end-of-turn token.
+example's target (the gold choice for multiple-choice examples) followed by the chat template's
+end-of-turn token (:func:`~text2lora.base.end_of_turn_id`).
 Long prompts keep their last tokens, long responses their first.
 """
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import lm_parts
+from ..base import end_of_turn_id, lm_parts
 from ..data import Example, TaskRecord, format_prompt
 from ..errors import DataError
 
@@ -46,12 +47,13 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 
 def encode_examples(tokenizer: Any, examples: Sequence[Example], max_prompt_tokens: int = 512,
                     max_response_tokens: int = 512, eos: bool = True) -> TextBatch:
-    """Tokenise prompt + response pairs into one right-padded batch. With ``eos`` the tokenizer's EOS
-    ends each response and is a label (the model learns where to stop); without it only the
-    response's own tokens are labels."""
-    eos_id = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_id if eos_id is not None else 0)
-    stop = [eos_id] if eos and eos_id is not None else []
+    """Tokenise prompt + response pairs into one right-padded batch. With ``eos`` the chat template's
+    end-of-turn token (:func:`~text2lora.base.end_of_turn_id`: ``<|im_end|>``, ``<end_of_turn>``,
+    ``<|eot_id|>``, ...) ends each response and is a label (the model learns where to stop); without
+    it only the response's own tokens are labels."""
+    end_id = end_of_turn_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (end_id if end_id is not None else 0)
+    stop = [end_id] if eos and end_id is not None else []
     rows, labels = [], []
     for ex in examples:
         prompt = _ids(tokenizer, format_prompt(ex, tokenizer, "zero_shot"))[-max_prompt_tokens:]
