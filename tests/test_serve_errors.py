@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -142,6 +144,52 @@ def test_max_tokens_beyond_the_limit(server):
 def test_unknown_route_and_method_are_openai_errors(server):
     _check_error(httpx.get(server.url + "/v1/nothing"), 404)
     _check_error(httpx.get(server.url + "/v1/chat/completions"), 405)
+
+
+def _raise(exc):
+    def broken(*args, **kwargs):
+        raise exc
+    return broken
+
+
+def test_a_bug_is_a_500_with_a_request_id_in_the_body_and_the_log(server, monkeypatch, caplog):
+    monkeypatch.setattr(server.engine, "chat_ids", _raise(RuntimeError("boom in the chat template")))
+    with caplog.at_level(logging.ERROR, logger="text2lora.serve.server"):
+        r = httpx.post(server.url + "/v1/chat/completions", json=_chat_body())
+    err = _check_error(r, 500, "internal_error")
+    rid = r.headers["x-request-id"]
+    assert err["type"] == "server_error" and rid.startswith("req_") and rid in err["message"]
+    assert "boom" not in err["message"]  # the details go to the log, not to the client
+    logged = [rec for rec in caplog.records if rid in rec.getMessage()]
+    assert len(logged) == 1 and "/v1/chat/completions" in logged[0].getMessage()
+    assert logged[0].exc_info[0] is RuntimeError and "boom in the chat template" in caplog.text
+    # the official client sees an InternalServerError whose request_id is the one in the log
+    with pytest.raises(openai.InternalServerError) as e:
+        server.client.chat.completions.create(model="base", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.request_id and e.value.request_id in e.value.message
+    monkeypatch.undo()
+    _still_serving(server)
+
+
+def test_a_value_error_from_deep_code_is_a_500_not_a_client_error(server, monkeypatch):
+    from text2lora.errors import AdapterError
+
+    monkeypatch.setattr(server.engine, "completion_ids", _raise(ValueError("cannot reshape array")))
+    r = httpx.post(server.url + "/v1/completions", json={"model": "base", "prompt": "x", "max_tokens": 2})
+    assert r.headers["x-request-id"] in _check_error(r, 500, "internal_error")["message"]
+    monkeypatch.setattr(server.engine, "adapter", _raise(ValueError("shapes (4,8) and (16,) not aligned")))
+    for path, body in (("/v1/chat/completions", _chat_body(model="t2l:Answer in French.")),
+                       ("/v1/adapters", {"description": "Answer in French."})):
+        err = _check_error(httpx.post(server.url + path, json=body), 500, "internal_error")
+        assert err["code"] != "invalid_description"
+    # the project's user errors stay 4xx, whatever raises them
+    monkeypatch.setattr(server.engine, "adapter", _raise(AdapterError("adapter_config.json is not a JSON object")))
+    err = _check_error(httpx.post(server.url + "/v1/adapters", json={"description": "Answer in French."}), 400)
+    assert "adapter_config.json" in err["message"]
+    monkeypatch.undo()
+    r = httpx.get(server.url + "/v1/adapters/nope")
+    assert r.status_code == 404 and r.headers["x-request-id"].startswith("req_")  # 4xx carry an id too
+    _still_serving(server)
 
 
 def test_adapter_dir_holds_peft_adapters_that_a_restarted_server_finds(server):

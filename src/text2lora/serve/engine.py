@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 from ..adapter import LoRAAdapter
 from ..base import BaseModel
+from ..errors import ConfigError
 from .batcher import Batcher, Event, GenRequest
 from .cache import AdapterInfo, AdapterStore
 
@@ -41,17 +42,17 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
-            raise ValueError(f"--max-batch must be >= 1, got {self.max_batch}")
+            raise ConfigError(f"--max-batch must be >= 1, got {self.max_batch}")
         if self.batch_wait_ms < 0:
-            raise ValueError(f"--batch-wait-ms must be >= 0, got {self.batch_wait_ms}")
+            raise ConfigError(f"--batch-wait-ms must be >= 0, got {self.batch_wait_ms}")
         if self.cache_size < 1:
-            raise ValueError(f"--cache-size must be >= 1, got {self.cache_size}")
+            raise ConfigError(f"--cache-size must be >= 1, got {self.cache_size}")
         if self.max_tokens_limit < 1:
-            raise ValueError(f"--max-tokens-limit must be >= 1, got {self.max_tokens_limit}")
+            raise ConfigError(f"--max-tokens-limit must be >= 1, got {self.max_tokens_limit}")
         if self.max_prompt_tokens < 1:
-            raise ValueError(f"--max-prompt-tokens must be >= 1, got {self.max_prompt_tokens}")
+            raise ConfigError(f"--max-prompt-tokens must be >= 1, got {self.max_prompt_tokens}")
         if self.adapter_dir_quota_mb is not None and self.adapter_dir_quota_mb < 0:
-            raise ValueError(f"--adapter-dir-quota-mb must be >= 0 (0 = no limit), got {self.adapter_dir_quota_mb}")
+            raise ConfigError(f"--adapter-dir-quota-mb must be >= 0 (0 = no limit), got {self.adapter_dir_quota_mb}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens_limit)
 
 

@@ -13,7 +13,11 @@ A request picks its adapter with ``"model"``: the base model's name (or ``"base"
 for no adapter, an adapter id, or ``"t2l:<task description>"``; or with the extra
 body fields ``t2l_description`` / ``t2l_adapter``. Every response carries a ``t2l``
 object: adapter id, cache hit, and the id and size of the batch it ran in.
-Errors are OpenAI-style ``{"error": {"message", "type", "param", "code"}}``.
+Errors are OpenAI-style ``{"error": {"message", "type", "param", "code"}}``: a bad request is a 4xx
+(only the project's user errors, :class:`~text2lora.errors.T2LError`, and the request checks here map
+to 4xx); anything else is a bug and becomes a 500 naming the request id, which the server log prints
+with the traceback. Every response carries its id in the ``x-request-id`` header (the OpenAI client's
+``request_id``).
 
 FastAPI and uvicorn are needed (``pip install 'text-to-lora[apps]'``); nothing in the core imports this module.
 """
@@ -28,9 +32,9 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -43,7 +47,7 @@ from .cache import BadAdapterId, InvalidDescription, UnknownAdapter
 from .engine import Engine
 from .schemas import AdapterCreate, APIError, ChatRequest, CompletionRequest, error_body, validation_message
 
-__all__ = ["create_app", "serve", "ServerThread", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["create_app", "router", "serve", "ServerThread", "DEFAULT_MAX_BODY_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +153,11 @@ class _Handler:
                            param=param, code="context_length_exceeded")
         return n
 
-    async def events(self, prompt_ids: list[int], adapter: Any, req: Any, max_tokens: int,
+    async def events(self, prompt_ids: list[int], adapter: Any, req: Any, max_tokens: int, request_id: str,
                      client: Request | None = None) -> AsyncIterator[Event]:
         """Submit to the batcher and yield its events on this event loop; with ``client``, the generation
-        is cancelled as soon as that client disconnects (a streaming response is cancelled by Starlette)."""
+        is cancelled as soon as that client disconnects (a streaming response is cancelled by Starlette).
+        A failed generation (the batcher logs its traceback) is a 500 naming ``request_id``."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -168,7 +173,9 @@ class _Handler:
             while True:
                 ev = await q.get()
                 if ev.kind == "error":
-                    raise APIError(500, f"generation failed: {ev.error}", type="server_error", code="generation_failed")
+                    log.error("request %s: generation failed: %r", request_id, ev.error)
+                    raise APIError(500, f"generation failed (request id {request_id}): {ev.error}",
+                                   type="server_error", code="generation_failed")
                 yield ev
                 if ev.kind == "done":
                     return
@@ -189,18 +196,18 @@ class _Handler:
             await asyncio.sleep(0.2)
 
     async def prepare(self, req: Any, chat: bool) -> tuple[list[int], Any, str, dict[str, Any], int]:
-        try:
-            if chat:
-                msgs = [{"role": m.role if m.role != "developer" else "system", "content": m.text()}
-                        for m in req.messages]
-                ids = self.engine.chat_ids(msgs)
-            else:
-                text = req.prompt_text()
-                if not text:
-                    raise ValueError("the prompt is empty; send at least one token of text")
-                ids = self.engine.completion_ids(text)
+        param = "messages" if chat else "prompt"
+        try:  # the request models' own checks (content parts, one prompt, stop strings) raise ValueError
+            msgs = ([{"role": m.role if m.role != "developer" else "system", "content": m.text()}
+                     for m in req.messages] if chat else None)
+            text = None if chat else req.prompt_text()
         except ValueError as e:
-            raise APIError(400, str(e), param="messages" if chat else "prompt", code="invalid_value") from None
+            raise APIError(400, str(e), param=param, code="invalid_value") from None
+        if not chat and not text:
+            raise APIError(400, "the prompt is empty; send at least one token of text", param=param,
+                           code="invalid_value")
+        # a ValueError from tokenising is a bug, not the client's: it becomes a 500 with a request id
+        ids = self.engine.chat_ids(msgs) if chat else self.engine.completion_ids(text)
         max_tokens = self.limits(req, ids, chat)
         try:
             req.stops()
@@ -210,17 +217,65 @@ class _Handler:
         self.requests += 1
         return ids, adapter, model, ext, max_tokens
 
-    async def complete(self, body: dict[str, Any], chat: bool, client: Request | None = None) -> Any:
+    # ---------------------------------------------------------------- models and adapters
+    def model_card(self, mid: str, created: int, description: str | None = None) -> dict[str, Any]:
+        card = {"id": mid, "object": "model", "created": created, "owned_by": "text2lora"}
+        if description is not None:
+            card.update(parent=self.engine.base_name, t2l_description=description)
+        return card
+
+    def models(self) -> dict[str, Any]:
+        data = [self.model_card(self.engine.base_name, 0)]
+        data += [self.model_card(i.id, i.created, i.description) for i in self.engine.store.list()]
+        return {"object": "list", "data": data}
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        if model_id in (self.engine.base_name, "base"):
+            return self.model_card(self.engine.base_name, 0)
+        info = self.lookup(model_id)
+        return self.model_card(info.id, info.created, info.description)
+
+    def lookup(self, aid: str) -> Any:
+        """The adapter registered under ``aid``; 400 for an ill-formed id, 404 for an unknown one."""
+        try:
+            return self.engine.store.lookup(aid)
+        except BadAdapterId as e:
+            raise APIError(400, str(e), param="id", code="invalid_adapter_id") from None
+        except UnknownAdapter as e:
+            raise APIError(404, str(e), param="id", code="adapter_not_found") from None
+
+    def adapter_json(self, info: Any, **extra: Any) -> dict[str, Any]:
+        return {**info.to_json(self.engine.gen.hyper_config.rank, self.engine.base_name), **extra}
+
+    async def create_adapter(self, body: dict[str, Any]) -> dict[str, Any]:
+        req = _parse(AdapterCreate, body)
+        try:
+            _, info, hit = await run_in_threadpool(self.engine.adapter, req.description, None, req.name)
+        except BadAdapterId as e:
+            raise APIError(400, str(e), param="name", code="invalid_adapter_id") from None
+        except FileExistsError as e:
+            raise APIError(409, str(e), param="name", code="adapter_exists") from None
+        except InvalidDescription as e:
+            raise APIError(400, str(e), param="description", code="invalid_description") from None
+        return self.adapter_json(info, cached=hit)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.engine.stats(), "requests": self.requests, "disconnects": self.disconnects}
+
+    # ---------------------------------------------------------------- generation
+    async def complete(self, body: dict[str, Any], chat: bool, client: Request) -> Any:
+        """A chat or completion response (streamed when asked) for the request ``body`` sent by ``client``."""
         req = _parse(ChatRequest if chat else CompletionRequest, body)
         ids, adapter, model, ext, max_tokens = await self.prepare(req, chat)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
+        request_id = request_id_of(client)
         if req.stream:
-            gen = self._sse(self.events(ids, adapter, req, max_tokens), rid, created, model, ext, chat,
+            gen = self._sse(self.events(ids, adapter, req, max_tokens, request_id), rid, created, model, ext, chat,
                             bool(req.stream_options and req.stream_options.include_usage))
             return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         parts, done = [], None
-        async for ev in self.events(ids, adapter, req, max_tokens, client):
+        async for ev in self.events(ids, adapter, req, max_tokens, request_id, client):
             if ev.kind == "text":
                 parts.append(ev.text)
             else:
@@ -272,120 +327,164 @@ def _usage(ev: Event) -> dict[str, int]:
             "total_tokens": ev.prompt_tokens + ev.completion_tokens}
 
 
+# ----------------------------------------------------------------------------- routes
+
+def _handler(request: Request) -> _Handler:
+    return request.app.state.handler
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    return await _read_json(request, request.app.state.max_body_bytes)
+
+
+Handler = Annotated[_Handler, Depends(_handler)]
+JSONBody = Annotated[dict[str, Any], Depends(_json_body)]
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/v1/stats")
+async def stats(h: Handler) -> dict[str, Any]:
+    return h.stats()
+
+
+@router.get("/v1/models")
+async def list_models(h: Handler) -> dict[str, Any]:
+    return h.models()
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, h: Handler) -> dict[str, Any]:
+    return h.model(model_id)
+
+
+@router.post("/v1/adapters")
+async def create_adapter(h: Handler, body: JSONBody) -> dict[str, Any]:
+    return await h.create_adapter(body)
+
+
+@router.get("/v1/adapters")
+async def list_adapters(h: Handler) -> dict[str, Any]:
+    return {"object": "list", "data": [h.adapter_json(i) for i in h.engine.store.list()]}
+
+
+@router.get("/v1/adapters/{adapter_id:path}")
+async def get_adapter(adapter_id: str, h: Handler) -> dict[str, Any]:
+    return h.adapter_json(h.lookup(adapter_id))
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, h: Handler, body: JSONBody) -> Any:
+    return await h.complete(body, chat=True, client=request)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, h: Handler, body: JSONBody) -> Any:
+    return await h.complete(body, chat=False, client=request)
+
+
+# ----------------------------------------------------------------------------- errors, request ids, API key
+
+def request_id_of(request: Request) -> str:
+    """The id :class:`RequestIds` gave ``request`` (``"-"`` outside it)."""
+    return request.scope.get("state", {}).get("request_id", "-")
+
+
+async def _api_error(request: Request, e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+async def _user_error(request: Request, e: T2LError) -> JSONResponse:
+    """A problem the client can fix, raised by the library (an adapter that does not load, ...): 400."""
+    log.info("request %s: %s: %s", request_id_of(request), type(e).__name__, e)
+    return JSONResponse(error_body(str(e), code="invalid_value"), 400)
+
+
+async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
+    return JSONResponse(error_body(f"invalid request: {e.errors()[0].get('msg')}", code="invalid_value"), 400)
+
+
+async def _http(request: Request, e: HTTPException) -> JSONResponse:
+    kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+    return JSONResponse(error_body(str(e.detail), kind, code=str(e.status_code)), e.status_code)
+
+
+CLIENT_ERRORS = {APIError: _api_error, T2LError: _user_error, RequestValidationError: _validation,
+                 HTTPException: _http}
+"""The errors answered with a 4xx (or the status an :class:`APIError` names); any other exception is a 500."""
+
+
+class RequestIds:
+    """ASGI middleware: give every HTTP request an id, sent back in the ``x-request-id`` header, and turn
+    an exception that no handler of :data:`CLIENT_ERRORS` claimed into a 500 naming that id; the log
+    gets one record with the id, the route and the traceback."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = "req_" + uuid.uuid4().hex[:24]
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode())
+        started = False
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:  # noqa: BLE001 - the server's one 500 handler: a bug, shown as such with its id
+            log.exception("request %s failed: %s %s", rid, scope.get("method"), scope.get("path"))
+            if started:  # a stream already under way: it ends here, cut short
+                return
+            body = error_body(f"internal server error (request id {rid}); the server log has the details",
+                              "server_error", code="internal_error")
+            await JSONResponse(body, 500)(scope, receive, send_with_id)
+
+
+async def _check_api_key(request: Request, call_next: Any) -> Any:
+    """401 for a ``/v1`` request without ``Authorization: Bearer <api key>``."""
+    if request.url.path.startswith("/v1"):
+        given = request.headers.get("authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, request.app.state.expected_auth):
+            return JSONResponse(error_body("missing or wrong API key: send the header 'Authorization: Bearer "
+                                           "<key>' (the OpenAI client's api_key)", code="invalid_api_key"), 401)
+    return await call_next(request)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    yield
+    app.state.engine.close()
+
+
 def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None) -> Any:
     """The FastAPI application serving ``engine``; with ``api_key``, every ``/v1`` request must carry
     ``Authorization: Bearer <api_key>`` (what OpenAI clients send), else 401."""
     from .. import __version__
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        engine.close()
-
-    app = FastAPI(title="text2lora", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="text2lora", version=__version__, lifespan=_lifespan,
                   description="OpenAI-compatible server that generates LoRA adapters from task descriptions.")
-    h = _Handler(engine)
-    app.state.engine, app.state.handler = engine, h
-
+    app.state.engine, app.state.handler, app.state.max_body_bytes = engine, _Handler(engine), max_body_bytes
+    app.include_router(router)
+    for exc, handler in CLIENT_ERRORS.items():
+        app.add_exception_handler(exc, handler)
     if api_key:
-        expected = f"Bearer {api_key}".encode()
-
-        @app.middleware("http")
-        async def _auth(request: Request, call_next: Any) -> Any:
-            if request.url.path.startswith("/v1"):
-                given = request.headers.get("authorization", "").encode("utf-8", "replace")
-                if not hmac.compare_digest(given, expected):
-                    return JSONResponse(error_body("missing or wrong API key: send the header "
-                                                   "'Authorization: Bearer <key>' (the OpenAI client's api_key)",
-                                                   code="invalid_api_key"), 401)
-            return await call_next(request)
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(f"invalid request: {e.errors()[0].get('msg')}", code="invalid_value"), 400)
-
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, e: HTTPException) -> JSONResponse:
-        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(e.detail), kind, code=str(e.status_code)), e.status_code)
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, e: Exception) -> JSONResponse:
-        log.exception("request failed")
-        status, kind = (400, "invalid_request_error") if isinstance(e, T2LError) else (500, "server_error")
-        return JSONResponse(error_body(f"{type(e).__name__}: {e}", kind), status)
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/stats")
-    async def stats() -> dict[str, Any]:
-        return {**engine.stats(), "requests": h.requests, "disconnects": h.disconnects}
-
-    def model_card(mid: str, created: int, description: str | None = None) -> dict[str, Any]:
-        card = {"id": mid, "object": "model", "created": created, "owned_by": "text2lora"}
-        if description is not None:
-            card.update(parent=engine.base_name, t2l_description=description)
-        return card
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        data = [model_card(engine.base_name, 0)]
-        data += [model_card(i.id, i.created, i.description) for i in engine.store.list()]
-        return {"object": "list", "data": data}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str) -> dict[str, Any]:
-        if model_id in (engine.base_name, "base"):
-            return model_card(engine.base_name, 0)
-        info = _lookup(model_id)
-        return model_card(info.id, info.created, info.description)
-
-    def _lookup(aid: str) -> Any:
-        try:
-            return engine.store.lookup(aid)
-        except BadAdapterId as e:
-            raise APIError(400, str(e), param="id", code="invalid_adapter_id") from None
-        except UnknownAdapter as e:
-            raise APIError(404, str(e), param="id", code="adapter_not_found") from None
-
-    def adapter_json(info: Any, **extra: Any) -> dict[str, Any]:
-        return {**info.to_json(engine.gen.hyper_config.rank, engine.base_name), **extra}
-
-    @app.post("/v1/adapters")
-    async def create_adapter(request: Request) -> dict[str, Any]:
-        req = _parse(AdapterCreate, await _read_json(request, max_body_bytes))
-        try:
-            _, info, hit = await run_in_threadpool(engine.adapter, req.description, None, req.name)
-        except BadAdapterId as e:
-            raise APIError(400, str(e), param="name", code="invalid_adapter_id") from None
-        except FileExistsError as e:
-            raise APIError(409, str(e), param="name", code="adapter_exists") from None
-        except InvalidDescription as e:
-            raise APIError(400, str(e), param="description", code="invalid_description") from None
-        return adapter_json(info, cached=hit)
-
-    @app.get("/v1/adapters")
-    async def list_adapters() -> dict[str, Any]:
-        return {"object": "list", "data": [adapter_json(i) for i in engine.store.list()]}
-
-    @app.get("/v1/adapters/{adapter_id:path}")
-    async def get_adapter(adapter_id: str) -> dict[str, Any]:
-        return adapter_json(_lookup(adapter_id))
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        return await h.complete(await _read_json(request, max_body_bytes), chat=True, client=request)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
-        return await h.complete(await _read_json(request, max_body_bytes), chat=False, client=request)
-
+        app.state.expected_auth = f"Bearer {api_key}".encode()
+        app.middleware("http")(_check_api_key)
+    app.add_middleware(RequestIds)  # added last: the outermost, so 401s and 500s carry an id too
     return app
 
 
