@@ -11,12 +11,12 @@ The same functions back ``t2l train lora|mt-lora|recon|sft``.
 """
 
 from .config import RECIPES, LoRAConfig, MTLoRAConfig, ReconConfig, SFTConfig, TrainConfig, load_config
-from .loop import LoopResult, NonFiniteLossError, train_loop
+from .loop import LoopResult, NonFiniteLossError, Trainer, train_loop
 from .lora import train_lora, train_mt_lora
 from .recon import load_library, recon_report, train_recon
 from .run import RunDir
 from .sft import train_sft
 
 __all__ = ["RECIPES", "TrainConfig", "LoRAConfig", "MTLoRAConfig", "ReconConfig", "SFTConfig", "load_config",
-           "LoopResult", "NonFiniteLossError", "train_loop", "RunDir", "train_lora", "train_mt_lora",
+           "LoopResult", "NonFiniteLossError", "Trainer", "train_loop", "RunDir", "train_lora", "train_mt_lora",
            "train_recon", "load_library", "recon_report", "train_sft"]

@@ -97,8 +97,8 @@ class _TaskConfig(TrainConfig):
     long_answer_weight: float = Field(1.0, gt=0, description=(
         "How many times as often a training task with long answers (mean of ``long_answer_words`` words or more) is "
         "drawn as the others; 1 draws every task equally often."))
-    long_answer_words: int = Field(10, ge=1,
-                                   description="Mean answer length, in words, from which a training task counts as long.")
+    long_answer_words: int = Field(10, ge=1, description="Mean answer length, in words, from which a training task "
+                                                         "counts as long.")
     cot_prefill: float = Field(0.0, ge=0, le=1, description=(
         "Probability that a training example of a long-answer task opens its answer with the chain-of-thought "
         "prefill GSM8K is evaluated with (\"Let's think step by step.\", part of the prompt, not trained), so "

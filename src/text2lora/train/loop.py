@@ -1,10 +1,10 @@
 """The training loop shared by every recipe.
 
 A recipe provides a :class:`Job` (what one micro-batch's loss is, how to validate, what to save);
-:func:`train_loop` does the rest: AdamW, linear warm-up then linear decay, gradient accumulation and
-clipping, NaN/inf detection (stop, keep the last good checkpoint, name the step), a tqdm progress
-bar with ETA, periodic validation with best-checkpoint tracking and early stopping, periodic
-resumable checkpoints, and resume. Device placement and DDP go through :mod:`accelerate`, so the same
+:class:`Trainer` (or :func:`train_loop`) does the rest: AdamW, linear warm-up then linear decay,
+gradient accumulation and clipping, NaN/inf detection (stop, keep the last good checkpoint, name the
+step), a tqdm progress bar with ETA, periodic validation with best-checkpoint tracking and early
+stopping, periodic resumable checkpoints, and resume. Device placement and DDP go through :mod:`accelerate`, so the same
 code runs on one CPU with no launcher and on many GPUs under ``accelerate launch``.
 """
 
@@ -25,8 +25,8 @@ from ..errors import CheckpointError, T2LError
 from .config import TrainConfig
 from .run import RunDir
 
-__all__ = ["Job", "LoopResult", "NonFiniteLossError", "make_accelerator", "make_optimizer", "make_scheduler",
-           "train_loop"]
+__all__ = ["Job", "LoopResult", "NonFiniteLossError", "Trainer", "make_accelerator", "make_optimizer",
+           "make_scheduler", "train_loop"]
 
 
 class NonFiniteLossError(T2LError):
@@ -164,6 +164,162 @@ def _progress(total: int, initial: int, desc: str, disable: bool):
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, unit="step")
 
 
+class Trainer:
+    """One run of the shared loop over a :class:`Job`: set up (and resume), then one optimiser step at a
+    time, each followed by its logging, validation and checkpoint; :meth:`fit` strings them together."""
+
+    def __init__(self, job: Job, cfg: TrainConfig, run: RunDir, accelerator=None, *, quiet: bool = False,
+                 patience: int = 0, on_step: Callable[[int, dict[str, float]], None] | None = None):
+        self.accelerator = accelerator or make_accelerator(cfg)
+        self.t0 = time.perf_counter()
+        self.job, self.cfg, self.run = job, cfg, run
+        self.quiet, self.patience, self.on_step = quiet, patience, on_step
+        self.optimizer = make_optimizer(job.module.parameters(), cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        job.model = self.accelerator.prepare(job.module)
+        if self.accelerator.num_processes > 1:
+            self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
+        self.main = self.accelerator.is_main_process
+        self.result = LoopResult(step=0)
+        self.since_best = 0  # validations since the best one (early stopping counts them)
+        self.params: list[nn.Parameter] = []  # the trainable ones, set by fit (after resume)
+        self.bar: Any = None  # the progress bar while fit runs
+
+    def fit(self, resume: bool = False) -> LoopResult:
+        """Train up to ``cfg.steps`` (after restoring the latest checkpoint with ``resume``)."""
+        self.accelerator.wait_for_everyone()  # the main process has set up the run directory
+        if resume:
+            self.resume()
+        self.params = [p for p in self.job.module.parameters() if p.requires_grad]
+        self.bar = _progress(self.cfg.steps, self.result.step, self.run.path.name, self.quiet or not self.main)
+        self.job.module.train()
+        try:
+            while self.result.step < self.cfg.steps:
+                logs = self.train_step()
+                step = self.result.step
+                self.log(step, logs)
+                stop = self.validate(step) if self._due(self.cfg.eval_every, step) else False
+                if _stop_requested(self.run, self.accelerator):
+                    stop = True
+                    self.bar.write(f"{self.run.path / STOP_FILE} exists: stopping after step {step}")
+                if self._due(self.cfg.save_every, step) or stop:
+                    self.checkpoint(step)
+                if self.on_step is not None:
+                    self.on_step(step, logs)
+                if stop:
+                    self.result.stopped_early = True
+                    break
+        finally:
+            self.bar.close()
+        return self.finish()
+
+    def resume(self) -> None:
+        """Restore weights, optimizer, scheduler, data order and best-so-far from the latest checkpoint
+        (if any), and drop the metrics logged after it (they are replayed)."""
+        ck = self.run.load_checkpoint()
+        if ck is not None:
+            st = ck["state"]
+            self.job.load_trainable_state(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            ranks = st.get("job_ranks") or [st["job"]]
+            n = self.accelerator.num_processes
+            if len(ranks) != n:
+                raise CheckpointError(f"checkpoint {ck['path']} was written by {len(ranks)} process(es) but this run "
+                                      f"has {n}; resume with the same number of processes")
+            self.job.load_state_dict(ranks[self.accelerator.process_index])
+            self.result.step, self.result.best_val, self.result.best_step = st["step"], st["best_val"], st["best_step"]
+            self.since_best = st["since_best"]
+        self.run.truncate_metrics(self.result.step)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step: ``grad_accum`` micro-batches, clipping, update; returns the step's logs.
+        A NaN/inf loss or gradient norm raises :class:`NonFiniteLossError`."""
+        cfg, acc, job, step = self.cfg, self.accelerator, self.job, self.result.step
+        ts = time.perf_counter()
+        extra_logs: dict[str, float] = {}
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(job.model)
+            with sync:
+                loss, extra = job.loss(step)
+                value = float(acc.reduce(loss.detach(), "mean"))
+                if not math.isfinite(value):
+                    _diverged("loss", value, step + 1, self.run)
+                acc.backward(loss / cfg.grad_accum)
+            total += value / cfg.grad_accum
+            for k, v in extra.items():
+                extra_logs[k] = extra_logs.get(k, 0.0) + v / cfg.grad_accum
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(acc.clip_grad_norm_(self.params, clip))
+        if not math.isfinite(grad_norm):
+            _diverged("gradient norm", grad_norm, step + 1, self.run)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.result.step = step + 1
+        self.result.train_losses.append(total)
+        return {"loss": total, **extra_logs, "lr": lr, "grad_norm": grad_norm,
+                "step_seconds": time.perf_counter() - ts}
+
+    def log(self, step: int, logs: dict[str, float]) -> None:
+        """Write the step's metrics (every ``log_every`` steps and the last) and move the progress bar."""
+        if self._due(self.cfg.log_every, step):
+            self.run.log(step, "train", logs)
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"loss {logs['loss']:.4f}", refresh=False)
+
+    def validate(self, step: int) -> bool:
+        """Validate; keep the artifact when the loss is the best so far. True when early stopping triggers."""
+        result = self.result
+        self.job.module.eval()
+        with torch.no_grad():
+            val = self.job.validate()
+        self.job.module.train()
+        if val is None:
+            return False
+        self.run.log(step, "val", {"loss": val})
+        if result.best_val is None or val < result.best_val:
+            result.best_val, result.best_step, self.since_best = val, step, 0
+            if self.main:
+                self.job.save_artifact(self.run.best_path)
+        else:
+            self.since_best += 1
+        self.bar.set_postfix_str(f"val {val:.4f} (best {result.best_val:.4f} @ {result.best_step})", refresh=False)
+        return self.patience > 0 and self.since_best >= self.patience
+
+    def checkpoint(self, step: int) -> None:
+        """Write a resumable checkpoint: weights, optimizer, scheduler, every process's data order."""
+        ranks = [self.job.state_dict()]  # every process draws its own data: keep each one's sampler state
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            ranks = gather_object(ranks)
+        state = {"scheduler": self.scheduler.state_dict(), "job": ranks[0], "job_ranks": ranks,
+                 "best_val": self.result.best_val, "best_step": self.result.best_step, "since_best": self.since_best}
+        config = self.job.checkpoint_config() if hasattr(self.job, "checkpoint_config") else None
+        self.run.save_checkpoint(step, self.job.trainable_state(), self.optimizer.state_dict(), state, config=config)
+
+    def finish(self) -> LoopResult:
+        """Keep the last weights as the artifact when nothing was validated; plot; close the run."""
+        result = self.result
+        if self.main:
+            if not self.cfg.eval_every or result.best_step is None:
+                self.job.save_artifact(self.run.best_path)
+                result.best_step = result.step
+            self.run.plot()
+        self.run.close()
+        result.seconds = time.perf_counter() - self.t0
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def _due(self, every: int, step: int) -> bool:
+        """Whether a periodic action (every ``every`` steps, 0 = never) falls on ``step``; the last step
+        always counts."""
+        return bool(every) and (step % every == 0 or step == self.cfg.steps)
+
+
 def train_loop(job: Job, cfg: TrainConfig, run: RunDir, accelerator=None, *, resume: bool = False,
                quiet: bool = False, patience: int = 0,
                on_step: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
@@ -174,122 +330,7 @@ def train_loop(job: Job, cfg: TrainConfig, run: RunDir, accelerator=None, *, res
     ``patience`` > 0 stops after that many validations without improvement. ``on_step(step, logs)``
     is called after every step (hooks for tests and notebooks).
     """
-    accelerator = accelerator or make_accelerator(cfg)
-    t0 = time.perf_counter()
-    optimizer = make_optimizer(job.module.parameters(), cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    job.model = accelerator.prepare(job.module)
-    optimizer = accelerator.prepare_optimizer(optimizer) if accelerator.num_processes > 1 else optimizer
-    start, best_val, best_step, since_best = 0, None, None, 0
-    accelerator.wait_for_everyone()  # the main process has set up the run directory
-    if resume:
-        ck = run.load_checkpoint()
-        if ck is not None:
-            st = ck["state"]
-            job.load_trainable_state(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            scheduler.load_state_dict(st["scheduler"])
-            ranks = st.get("job_ranks") or [st["job"]]
-            if len(ranks) != accelerator.num_processes:
-                raise CheckpointError(f"checkpoint {ck['path']} was written by {len(ranks)} process(es) but this run "
-                                      f"has {accelerator.num_processes}; resume with the same number of processes")
-            job.load_state_dict(ranks[accelerator.process_index])
-            start, best_val, best_step, since_best = st["step"], st["best_val"], st["best_step"], st["since_best"]
-        run.truncate_metrics(start)  # rows logged after the checkpoint are replayed
-    result = LoopResult(step=start, best_val=best_val, best_step=best_step)
-    params = [p for p in job.module.parameters() if p.requires_grad]
-    main = accelerator.is_main_process
-    bar = _progress(cfg.steps, start, run.path.name, quiet or not main)
-
-    def checkpoint(step: int) -> None:
-        # every process draws its own data: keep each one's sampler state
-        ranks = [job.state_dict()]
-        if accelerator.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            ranks = gather_object(ranks)
-        state = {"scheduler": scheduler.state_dict(), "job": ranks[0], "job_ranks": ranks,
-                 "best_val": result.best_val, "best_step": result.best_step, "since_best": since_best}
-        config = job.checkpoint_config() if hasattr(job, "checkpoint_config") else None
-        run.save_checkpoint(step, job.trainable_state(), optimizer.state_dict(), state, config=config)
-
-    def validate(step: int) -> bool:
-        """Validate; return True when early stopping triggers."""
-        nonlocal since_best
-        job.module.eval()
-        with torch.no_grad():
-            val = job.validate()
-        job.module.train()
-        if val is None:
-            return False
-        run.log(step, "val", {"loss": val})
-        if result.best_val is None or val < result.best_val:
-            result.best_val, result.best_step, since_best = val, step, 0
-            if main:
-                job.save_artifact(run.best_path)
-        else:
-            since_best += 1
-        bar.set_postfix_str(f"val {val:.4f} (best {result.best_val:.4f} @ {result.best_step})", refresh=False)
-        return patience > 0 and since_best >= patience
-
-    job.module.train()
-    try:
-        step = start
-        while step < cfg.steps:
-            ts = time.perf_counter()
-            logs: dict[str, float] = {}
-            total = 0.0
-            for micro in range(cfg.grad_accum):
-                sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(job.model)
-                with sync:
-                    loss, extra = job.loss(step)
-                    value = float(accelerator.reduce(loss.detach(), "mean"))
-                    if not math.isfinite(value):
-                        _diverged("loss", value, step + 1, run)
-                    accelerator.backward(loss / cfg.grad_accum)
-                total += value / cfg.grad_accum
-                for k, v in extra.items():
-                    logs[k] = logs.get(k, 0.0) + v / cfg.grad_accum
-            clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            grad_norm = float(accelerator.clip_grad_norm_(params, clip))
-            if not math.isfinite(grad_norm):
-                _diverged("gradient norm", grad_norm, step + 1, run)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            result.step = step
-            result.train_losses.append(total)
-            logs = {"loss": total, **logs, "lr": lr, "grad_norm": grad_norm, "step_seconds": time.perf_counter() - ts}
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                run.log(step, "train", logs)
-            bar.update(1)
-            bar.set_postfix_str(f"loss {total:.4f}", refresh=False)
-            stop = False
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                stop = validate(step)
-            if _stop_requested(run, accelerator):
-                stop = True
-                bar.write(f"{run.path / STOP_FILE} exists: stopping after step {step}")
-            if step % cfg.save_every == 0 or step == cfg.steps or stop:
-                checkpoint(step)
-            if on_step is not None:
-                on_step(step, logs)
-            if stop:
-                result.stopped_early = True
-                break
-    finally:
-        bar.close()
-    if main:
-        if not cfg.eval_every or result.best_step is None:
-            job.save_artifact(run.best_path)
-            result.best_step = result.step
-        run.plot()
-    run.close()
-    result.seconds = time.perf_counter() - t0
-    accelerator.wait_for_everyone()
-    return result
+    return Trainer(job, cfg, run, accelerator, quiet=quiet, patience=patience, on_step=on_step).fit(resume=resume)
 
 
 def _stop_requested(run: RunDir, accelerator) -> bool:
