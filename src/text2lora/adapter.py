@@ -192,7 +192,9 @@ class LoRAAdapter:
 
         ``base`` (the spec of the model it will be used with) is needed for adapters
         made elsewhere only when their keys do not reveal full shapes; it is always
-        checked against when given.
+        checked against when given. A file holding any tensor that is not a LoRA A/B weight of an
+        adapted module (LoRA biases, DoRA, embedding LoRA, ``modules_to_save``, ...) is refused with
+        an :class:`AdapterError` naming it, never loaded without it.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -220,10 +222,14 @@ class LoRAAdapter:
                 raise AdapterError(f"{cfg_path}: {k} is set; adapters with per-module ranks are not supported")
         if cfg.get("use_dora"):
             raise AdapterError(f"{cfg_path}: DoRA adapters are not supported")
+        for k in ("target_parameters", "layer_replication"):
+            if cfg.get(k):
+                raise AdapterError(f"{cfg_path}: {k} is set; only LoRA on Linear modules is supported")
         try:
             tensors = load_file(str(w_path))
         except (SafetensorError, OSError) as e:
             raise AdapterError(f"{w_path} is corrupt ({e}); regenerate or re-download the adapter") from None
+        _refuse_unrepresentable(tensors, w_path)
         meta_path = path / "text2lora.json"
         meta = read_json(meta_path) if meta_path.is_file() else {}
         if not isinstance(meta, dict):
@@ -280,6 +286,35 @@ class LoRAAdapter:
         return LoRAAdapter(first.base, A, B, alpha=alpha, use_rslora=False, meta=meta)
 
 
+# what a tensor that is not a LoRA A/B weight is, by a piece of its PEFT key
+_UNSUPPORTED_KEYS = (
+    (re.compile(r"\.lora_[AB](\.[^.]+)?\.bias$"), "a LoRA bias (PEFT lora_bias=True)"),
+    (re.compile(r"\.lora_embedding_[AB]\b"), "a LoRA on an embedding layer (lora_embedding_A/B)"),
+    (re.compile(r"\.lora_magnitude_vector\b"), "a DoRA magnitude vector (use_dora)"),
+    (re.compile(r"\.(token_adapter|trainable_tokens_delta)\b"), "trainable token embeddings "
+                                                                   "(trainable_token_indices)"),
+)
+_SUPPORTED = ("text2lora represents LoRA A/B weight matrices of Linear modules only (keys "
+              "base_model.model.<module>.lora_A.weight / .lora_B.weight), with no LoRA biases, DoRA, embedding "
+              "LoRA, trainable tokens or modules_to_save")
+
+
+def _refuse_unrepresentable(tensors: dict[str, Tensor], w_path: Path) -> None:
+    """Raise :class:`AdapterError` naming the first tensor that is not a LoRA A/B weight: loading without
+    it would compute something other than what PEFT computes from the same file."""
+    bad = []
+    for key in sorted(tensors):
+        if not _KEY_RE.match(key):
+            what = next((w for pat, w in _UNSUPPORTED_KEYS if pat.search(key)), None)
+            bad.append((what is None, key, what))
+    if bad:  # a key of a known kind first: it says best what the adapter holds
+        _, key, what = min(bad)
+        what = what or ("a whole module's weight (modules_to_save, bias='all'/'lora_only' or a saved embedding "
+                        "layer)" if key.startswith("base_model.model.") else "not a PEFT LoRA tensor")
+        raise AdapterError(f"{w_path}: tensor {key!r} is {what}, which cannot be loaded: {_SUPPORTED}. "
+                           "Re-train the adapter without it, or use it with PEFT itself")
+
+
 def _spec_from_keys(tensors: dict[str, Tensor], cfg: dict[str, Any], path: Path) -> BaseSpec:
     """Rebuild a BaseSpec from PEFT key names and tensor shapes (adapters made elsewhere)."""
     mods: dict[str, dict[str, Any]] = {}
@@ -314,11 +349,16 @@ def _stack(tensors: dict[str, Tensor], spec: BaseSpec, path: Path) -> tuple[dict
     if unknown:
         raise AdapterError(f"{path}: adapter targets module(s) {sorted(unknown)} that base {spec.name!r} does not "
                            f"adapt (its modules: {', '.join(spec.module_names)})")
-    by_path = {}
+    by_path: dict[tuple[str, str], tuple[str, Tensor]] = {}
     for k, t in tensors.items():
         m = _KEY_RE.match(k)
         if m:
-            by_path[(m["path"], m["ab"])] = t
+            if (m["path"], m["ab"]) in by_path:
+                raise AdapterError(f"{path}: tensors {by_path[(m['path'], m['ab'])][0]!r} and {k!r} are both "
+                                   f"lora_{m['ab']} of {m['path']}; the file holds several adapters, save them "
+                                   "one per directory")
+            by_path[(m["path"], m["ab"])] = (k, t)
+    used: set[tuple[str, str]] = set()
     for mod in spec.modules:
         if mod.name not in present_mods:
             continue
@@ -328,8 +368,9 @@ def _stack(tensors: dict[str, Tensor], spec: BaseSpec, path: Path) -> tuple[dict
             if (p, "A") not in by_path or (p, "B") not in by_path:
                 raise AdapterError(f"{path}: no LoRA tensors for {p}; adapters must cover every layer of the "
                                    f"base ({spec.num_layers}) for each target module")
-            a_l.append(by_path[(p, "A")])
-            b_l.append(by_path[(p, "B")])
+            a_l.append(by_path[(p, "A")][1])
+            b_l.append(by_path[(p, "B")][1])
+            used |= {(p, "A"), (p, "B")}
         try:
             A[mod.name] = torch.stack(a_l)
             B[mod.name] = torch.stack(b_l)
@@ -337,6 +378,11 @@ def _stack(tensors: dict[str, Tensor], spec: BaseSpec, path: Path) -> tuple[dict
             raise AdapterError(f"{path}: tensors of module {mod.name!r} have different shapes across layers") from None
     if not A:
         raise AdapterError(f"{path}: adapter targets none of the base's modules ({', '.join(spec.module_names)})")
+    left = sorted(by_path[k][0] for k in set(by_path) - used)
+    if left:
+        raise AdapterError(f"{path}: tensor {left[0]!r} is not at a module path of base {spec.name!r} (layers "
+                           f"0-{spec.num_layers - 1} of {', '.join(m.path for m in spec.modules)}), so it "
+                           "cannot be loaded; the adapter was made for another model")
     return A, B
 
 
