@@ -90,10 +90,10 @@ class _TaskConfig(TrainConfig):
         "without them, as the benchmarks' multiple-choice items are; with it above 0, validation measures each such "
         "example in both formats."))
     eos_loss: bool = Field(True, description=(
-        "Train the end-of-response token (the tokenizer's EOS) after each answer. Most BIG-bench answers are a few "
-        "words, so an adapter trained to stop after them stops early on long-form tasks too (chain-of-thought); "
-        "``false`` drops that label, and the adapters learn the answers but no longer when to stop (they end fewer "
-        "answers than the base model: docs/RESULTS.md section 2)."))
+        "Train the end-of-response token (the chat template's end-of-turn token, base.end_of_turn_id) after each "
+        "answer. Most BIG-bench answers are a few words, so an adapter trained to stop after them stops early on "
+        "long-form tasks too (chain-of-thought); ``false`` drops that label, and the adapters learn the answers but "
+        "no longer when to stop (they end fewer answers than the base model: docs/RESULTS.md section 2)."))
     long_answer_weight: float = Field(1.0, gt=0, description=(
         "How many times as often a training task with long answers (mean of ``long_answer_words`` words or more) is "
         "drawn as the others; 1 draws every task equally often."))
