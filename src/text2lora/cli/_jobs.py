@@ -25,8 +25,9 @@ HEAVY_COMMANDS = frozenset({"train", "eval", "watch"})
 
 
 def is_heavy(args: argparse.Namespace) -> bool:
-    """True for commands that keep every core busy (not ``eval --compare/--report/--table``)."""
-    if args.command not in HEAVY_COMMANDS:
+    """True for commands that keep every core busy (not ``eval report/table/compare``, which set ``light``,
+    nor their old flag forms ``eval --report/--table/--compare``)."""
+    if args.command not in HEAVY_COMMANDS or getattr(args, "light", False):
         return False
     return not any(getattr(args, k, None) for k in ("compare", "report", "table"))
 
