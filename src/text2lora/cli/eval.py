@@ -225,8 +225,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..eval.runner import EvalConfig, resolve_tasks, run_eval
 
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = EvalConfig(benchmarks=_csv(args.benchmarks or "all"), conditions=_csv(args.conditions or "base,icl,description"),
-                     base=args.base, out=out, limit=args.limit, seed=args.seed, shots=args.shots, split=args.split,
+    cfg = EvalConfig(benchmarks=_csv(args.benchmarks or "all"),
+                     conditions=_csv(args.conditions or "base,icl,description"), base=args.base, out=out,
+                     limit=args.limit, seed=args.seed, shots=args.shots, split=args.split,
                      batch_size=args.batch_size, gen_batch_size=args.gen_batch_size, max_new_tokens=args.max_new_tokens,
                      shared_context=not args.no_shared_context, mc_metric=args.mc_metric,
                      mc_protocol=args.mc_protocol, code_timeout=args.code_timeout, quiet=args.quiet)
