@@ -323,3 +323,34 @@ def test_prefilled_training_example_trains_only_the_answer():
     assert pre.input_ids.shape[1] > plain.input_ids.shape[1]
     assert tok.decode(trained(pre)).strip() == ex.target
     assert ex.with_prefill("x").with_prefill("y").meta["prefill"] == "x"
+
+
+def test_sampler_format_contrast_matches_the_clause_to_the_answer():
+    from text2lora.data.sampler import LONG_FORMAT_CLAUSES, SHORT_FORMAT_CLAUSES
+    tasks = _length_tasks()
+    for t in tasks[:2]:  # the long-answer tasks store their final answer, as MATH does
+        t.splits["train"] = [Example(e.prompt, e.target, meta={"answer": f"final {e.prompt}"})
+                             for e in t.splits["train"]]
+    s = TaskSampler(tasks, tasks_per_batch=3, seed=1, format_contrast=0.5, cot_prefill=1.0, long_answer_words=10)
+    rows = [row for _ in range(2000) for row in s.next_batch()]
+    base_desc = {t.name: t.train_descriptions[0] for t in tasks}
+    counts = {"short": 0, "long": 0, "plain": 0}
+    for t, ex, d in rows:
+        clause = d[len(base_desc[t.name]):].strip()
+        assert d.startswith(base_desc[t.name])
+        assert clause in ("", *SHORT_FORMAT_CLAUSES, *LONG_FORMAT_CLAUSES)
+        if t.name in ("t0", "t1"):
+            if clause in SHORT_FORMAT_CLAUSES:  # the final answer alone, and never the reasoning prefill
+                assert ex.target == f"final {ex.prompt}" and "prefill" not in ex.meta
+                counts["short"] += 1
+            else:  # the worked answer (12 words), prefilled (cot_prefill=1)
+                assert len(ex.target.split()) == 12 and ex.meta["prefill"] == GSM8K_PREFILL
+                counts["long" if clause else "plain"] += 1
+        else:  # a short task's answer is never paired with a reasoning clause
+            assert clause not in LONG_FORMAT_CLAUSES and ex.target.startswith("a")
+    n = sum(counts.values())
+    # P(short) = 0.5, P(long clause) = 0.5 * 0.5, P(no clause) = 0.25; n ~ 1200 draws
+    assert abs(counts["short"] / n - 0.5) < 0.07 and abs(counts["long"] / n - 0.25) < 0.07
+    _assert_resumes_exactly(lambda: TaskSampler(tasks, tasks_per_batch=3, seed=2, format_contrast=0.5), skip=3)
+    with pytest.raises(DataError, match="stores its final answer"):
+        TaskSampler(_length_tasks(), tasks_per_batch=3, format_contrast=0.5)

@@ -9,7 +9,13 @@ others, still at most once a batch; ``task_weights`` (glob pattern -> weight, mu
 several match) weighs tasks by name, e.g. a whole collection. With ``cot_prefill`` > 0, an example
 of a long-answer task opens its answer with that probability with the chain-of-thought prefill
 (:data:`~text2lora.data.prompts.COT_PREFILL`, the one GSM8K is evaluated with), so adapters learn
-to go on reasoning after it rather than end the turn. The stream is infinite and fully determined by the seed;
+to go on reasoning after it rather than end the turn. With ``format_contrast`` > 0, descriptions
+say which answer format they want and the answer follows: with that probability an example of a
+long-answer task that stores its final answer (``meta["answer"]``, e.g. MATH) is shown with the
+final answer alone as target and an "answer only" clause appended to its description, and otherwise
+a "show your reasoning" clause is appended (with the same probability) to its full answer; a
+short-answer task's description gets the "answer only" clause with that probability. So the format
+words of a description, not only its topic, decide how long the adapted model answers. The stream is infinite and fully determined by the seed;
 :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
@@ -17,13 +23,29 @@ from __future__ import annotations
 
 import fnmatch
 import random
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 from ..errors import ConfigError, DataError
 from .prompts import COT_PREFILL
 from .records import Example, TaskRecord
 
-__all__ = ["TaskSampler", "mean_answer_words"]
+__all__ = ["TaskSampler", "mean_answer_words", "SHORT_FORMAT_CLAUSES", "LONG_FORMAT_CLAUSES"]
+
+#: Clauses appended to a description under ``format_contrast`` when the target is a short answer.
+SHORT_FORMAT_CLAUSES = (
+    "Reply with the final answer only, without any working.",
+    "Give just the answer, nothing else.",
+    "Answer briefly: only the result, no explanation.",
+    "Output only the answer itself.",
+)
+#: Clauses appended to a description under ``format_contrast`` when the target is a worked answer.
+LONG_FORMAT_CLAUSES = (
+    "Show your reasoning step by step before the final answer.",
+    "Explain your working in full, then state the answer.",
+    "Think it through step by step and write out each step.",
+    "Write a complete worked solution, not just the result.",
+)
 
 
 def mean_answer_words(task: TaskRecord, split: str = "train") -> float:
@@ -49,11 +71,13 @@ class TaskSampler:
             the weights of the patterns it matches (and of ``long_answer_weight`` when it is long).
         cot_prefill: probability of opening the answer of a long-answer task's example with
             :data:`~text2lora.data.prompts.COT_PREFILL`.
+        format_contrast: probability of the answer-format clauses above (see the module docstring).
     """
 
     def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
                  unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10,
-                 task_weights: Sequence[tuple[str, float]] = (), cot_prefill: float = 0.0):
+                 task_weights: Sequence[tuple[str, float]] = (), cot_prefill: float = 0.0,
+                 format_contrast: float = 0.0):
         if tasks_per_batch < 1:
             raise ConfigError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
@@ -90,9 +114,16 @@ class TaskSampler:
         self.long_answer_weight = long_answer_weight
         self.long_answer_words = long_answer_words
         self.cot_prefill = cot_prefill
-        #: indices of the long-answer tasks whose examples may get the chain-of-thought prefill
-        self._cot_tasks = ({i for i, t in enumerate(tasks) if mean_answer_words(t, split) >= long_answer_words}
-                           if cot_prefill > 0 else set())
+        self.format_contrast = format_contrast
+        #: indices of the long-answer tasks (their examples may get the prefill or the contrast)
+        long_idx = ({i for i, t in enumerate(tasks) if mean_answer_words(t, split) >= long_answer_words}
+                    if cot_prefill > 0 or format_contrast > 0 else set())
+        self._cot_tasks = long_idx if cot_prefill > 0 else set()
+        self._long_tasks = long_idx
+        if format_contrast > 0 and not any("answer" in e.meta for i in long_idx for e in tasks[i].splits[split]):
+            raise DataError("format_contrast is set but no example of a long-answer training task stores its final "
+                            "answer (meta 'answer', as the MATH tasks of the olmo collection do), so no worked "
+                            "answer can be contrasted with its short form; add such tasks or drop the option")
         if cot_prefill > 0 and not self._cot_tasks:
             raise DataError(f"cot_prefill is set but none of the {len(tasks)} training tasks has answers of "
                             f"{long_answer_words}+ words on average, so no example would get the prefill; "
@@ -144,12 +175,30 @@ class TaskSampler:
             ex = examples[self._rng.randrange(len(examples))]
             if self.unlisted_mc and "prompt_unlisted" in ex.meta and self._rng.random() < self.unlisted_mc:
                 ex = ex.without_listed_choices()
-            if i in self._cot_tasks and self._rng.random() < self.cot_prefill:
-                ex = ex.with_prefill(COT_PREFILL)
             desc = task.train_descriptions[self._rng.randrange(len(task.train_descriptions))]
+            short = False
+            if self.format_contrast:
+                ex, desc, short = self._contrast(i, ex, desc)
+            if not short and i in self._cot_tasks and self._rng.random() < self.cot_prefill:
+                ex = ex.with_prefill(COT_PREFILL)
             batch.append((task, ex, desc))
         self._batches += 1
         return batch
+
+    def _contrast(self, i: int, ex: Example, desc: str) -> tuple[Example, str, bool]:
+        """``format_contrast`` for one example: (example, description, whether the target is now short)."""
+        rng, p = self._rng, self.format_contrast
+        if i not in self._long_tasks:
+            if rng.random() < p:
+                desc = f"{desc.rstrip()} {SHORT_FORMAT_CLAUSES[rng.randrange(len(SHORT_FORMAT_CLAUSES))]}"
+            return ex, desc, True
+        answer = ex.meta.get("answer")
+        if answer and rng.random() < p:
+            ex = replace(ex, response=str(answer), choices=None, gold=None)
+            return ex, f"{desc.rstrip()} {SHORT_FORMAT_CLAUSES[rng.randrange(len(SHORT_FORMAT_CLAUSES))]}", True
+        if rng.random() < p:
+            desc = f"{desc.rstrip()} {LONG_FORMAT_CLAUSES[rng.randrange(len(LONG_FORMAT_CLAUSES))]}"
+        return ex, desc, False
 
     def __iter__(self) -> Iterator[list[tuple[TaskRecord, Example, str]]]:
         while True:
@@ -162,6 +211,7 @@ class TaskSampler:
                 "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
                 "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks],
                 "task_weights": [list(pw) for pw in self.task_weights], "cot_prefill": self.cot_prefill,
+                "format_contrast": self.format_contrast,
                 "batches": self._batches,
                 "rng": [version, list(internal), gauss]}
 
@@ -175,9 +225,10 @@ class TaskSampler:
                 or state.get("long_answer_weight", 1.0) != self.long_answer_weight
                 or (self.long_answer_weight != 1.0 and state.get("long_answer_words", 10) != self.long_answer_words)
                 or [tuple(pw) for pw in state.get("task_weights", [])] != self.task_weights
-                or state.get("cot_prefill", 0.0) != self.cot_prefill):
+                or state.get("cot_prefill", 0.0) != self.cot_prefill
+                or state.get("format_contrast", 0.0) != self.format_contrast):
             raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
-                            "long_answer_weight/long_answer_words/task_weights/cot_prefill; resume with the run's own config")
+                            "long_answer_weight/long_answer_words/task_weights/cot_prefill/format_contrast; resume with the run's own config")
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
         self._batches = int(state["batches"])

@@ -103,6 +103,11 @@ class _TaskConfig(TrainConfig):
         "Probability that a training example of a long-answer task opens its answer with the chain-of-thought "
         "prefill GSM8K is evaluated with (\"Let's think step by step.\", part of the prompt, not trained), so "
         "adapters learn to keep reasoning after it instead of ending the turn."))
+    format_contrast: float = Field(0.0, ge=0, le=1, description=(
+        "Probability of the answer-format clauses: a long-answer example that stores its final answer (MATH) "
+        "is trained on that answer alone with an 'answer only' clause appended to its description, else on its "
+        "worked answer with a 'show your reasoning' clause; short-answer tasks get the 'answer only' clause. "
+        "Teaches that a description's format words decide the answer's length (data/sampler.py)."))
     task_weights: StrList = Field([], description=(
         "``\"PATTERN=WEIGHT\"`` entries: training tasks whose name matches the glob pattern are drawn WEIGHT times "
         "as often (multiplied where several match), e.g. ``[\"olmo/*=3\"]``."))

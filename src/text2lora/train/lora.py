@@ -23,13 +23,13 @@ from torch import Tensor, nn
 
 from ..adapter import LoRAAdapter
 from ..base import BaseModel, load_base
-from ..data import Example, TaskRecord, TaskSampler, task_slug
+from ..data import Example, TaskRecord, TaskSampler, resolve_tasks, task_slug
 from ..errors import AdapterError, ConfigError
 from .batches import ExampleSampler, encode_examples, lm_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
 from .loop import LoopResult, make_accelerator, train_loop
 from .run import RunDir
-from .tasks import recipe_tasks, resolve_tasks, split_tasks
+from .tasks import recipe_tasks, split_tasks
 
 __all__ = ["LoRAJob", "train_lora", "train_mt_lora", "task_slug"]
 
@@ -87,6 +87,7 @@ class LoRAJob:
             self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted,
                                             long_answer_weight=cfg.long_answer_weight,
                                             long_answer_words=cfg.long_answer_words, cot_prefill=cfg.cot_prefill,
+                                            format_contrast=cfg.format_contrast,
                                             task_weights=cfg.task_weight_pairs())
         else:
             assert train is not None
@@ -167,9 +168,10 @@ def train_lora(cfg: LoRAConfig, out: str | Path, *, resume: bool = False, quiet:
     if cfg.long_answer_weight != 1.0:
         raise ConfigError("long_answer_weight sets how often each task is drawn in the multi-task recipes (mt-lora, "
                           "sft); an oracle LoRA trains on one task: remove long_answer_weight from this recipe")
-    if cfg.cot_prefill:
-        raise ConfigError("cot_prefill changes how the multi-task recipes (mt-lora, sft) draw examples; an oracle "
-                          "LoRA trains on its task's examples as stored: remove cot_prefill from this recipe")
+    if cfg.cot_prefill or cfg.format_contrast:
+        raise ConfigError("cot_prefill and format_contrast change how the multi-task recipes (mt-lora, sft) draw "
+                          "examples; an oracle LoRA trains on its task's examples as stored: remove cot_prefill and "
+                          "format_contrast from this recipe")
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     if tasks is None:

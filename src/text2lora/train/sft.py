@@ -55,6 +55,7 @@ class SFTJob(GeneratorJob):
         self.sampler = TaskSampler(tasks, min(cfg.tasks_per_batch, len(tasks)), seed=cfg.seed + process_index,
                                    unlisted_mc=cfg.mc_unlisted, long_answer_weight=cfg.long_answer_weight,
                                    long_answer_words=cfg.long_answer_words, cot_prefill=cfg.cot_prefill,
+                                   format_contrast=cfg.format_contrast,
                                    task_weights=cfg.task_weight_pairs())
         # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
         self.val_items = [(t, ex) for t in (val_tasks or tasks)
