@@ -177,6 +177,9 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
                                 "another output path") from None
     try:
         yield tmp
+        for p in tmp.rglob("*"):  # what writers made 0600 (safetensors does), as the umask would have it
+            if not p.is_symlink():
+                _as_if_created(p, directory=p.is_dir())
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             old.rmdir()
