@@ -6,7 +6,7 @@ tasks prefixed by their collection: ``bigbench/arithmetic/1_digit_addition``,
 ``sni/task001_quoref_question_generation``, ``user/<name>``.
 """
 
-from .catalog import COLLECTIONS, build_collection, get_task, list_collections, load_collection
+from .catalog import COLLECTIONS, build_collection, get_task, list_collections, load_collection, resolve_tasks
 from .descriptions import alignment_set, benchmark_descriptions
 from .prompts import CONDITIONS, format_prompt, icl_shots
 from .records import Example, TaskRecord, task_slug
@@ -14,5 +14,5 @@ from .sampler import TaskSampler
 from .sources.benchmarks import BENCHMARKS, GSM8K_PREFILL
 
 __all__ = ["Example", "TaskRecord", "BENCHMARKS", "COLLECTIONS", "CONDITIONS", "GSM8K_PREFILL",
-           "load_collection", "build_collection", "get_task", "list_collections", "format_prompt", "icl_shots",
+           "load_collection", "build_collection", "get_task", "resolve_tasks", "list_collections", "format_prompt", "icl_shots",
            "TaskSampler", "benchmark_descriptions", "alignment_set", "task_slug"]

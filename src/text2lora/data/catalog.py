@@ -12,9 +12,10 @@ collection (``bigbench/arithmetic/1_digit_addition``, ``sni/task001_quoref_quest
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import DataError
 from .decontam import build_index, find_contaminated
@@ -23,7 +24,7 @@ from .fetch import ensure_package
 from .records import TaskRecord, collection_dir, load_cached, read_manifest, save_collection
 from .sources.benchmarks import BENCHMARKS, build_benchmarks
 
-__all__ = ["COLLECTIONS", "build_collection", "load_collection", "get_task", "list_collections"]
+__all__ = ["COLLECTIONS", "build_collection", "load_collection", "get_task", "resolve_tasks", "list_collections"]
 
 #: Names of the cached collections.
 COLLECTIONS = ("benchmarks", "bigbench", "olmo", "sni")
@@ -141,6 +142,61 @@ def get_task(name: str) -> TaskRecord:
     if reason:
         raise DataError(f"task {name!r} is not in the {coll} collection: {reason}")
     raise _unknown(name, [r.name for r in load_collection(coll)], "task")
+
+
+def resolve_tasks(entries: Sequence[str], exclude: Sequence[str] = (),
+                  known: Sequence[TaskRecord] = ()) -> list[TaskRecord]:
+    """Task records for ``entries``, de-duplicated in order, minus the names or glob patterns in ``exclude``.
+
+    An entry is a task name (``arc_easy``, ``bigbench/<path>``, ``olmo/<task>``, ``sni/<task>``),
+    ``all`` or ``benchmarks`` (the ten benchmarks), a collection name (all its tasks), a glob pattern
+    over one collection's task names (``bigbench/arithmetic/*``; without a collection prefix, over the
+    benchmarks) or a task file (``.jsonl``/``.yaml``, ``file.jsonl#task`` for one of its tasks). Names
+    and patterns are first matched against ``known`` records (e.g. the tasks read from a user file).
+    Used by training recipes and by evaluation alike.
+    """
+    out: dict[str, TaskRecord] = {}
+    for entry in entries:
+        local = [r for r in known if fnmatch.fnmatchcase(r.name, entry)]
+        for rec in local or _expand(entry):
+            out.setdefault(rec.name, rec)
+    return [r for r in out.values() if not any(fnmatch.fnmatchcase(r.name, p) for p in exclude)]
+
+
+def _expand(entry: str) -> list[TaskRecord]:
+    """The records one :func:`resolve_tasks` entry names."""
+    if entry in ("all", "benchmarks"):
+        return [get_task(b) for b in BENCHMARKS]
+    if entry in COLLECTIONS:
+        return list(load_collection(entry))
+    file, _, sub = entry.partition("#")
+    if file.endswith((".jsonl", ".json", ".yaml", ".yml")):
+        if not Path(file).is_file():
+            raise DataError(f"task file {file} does not exist")
+        tasks = load_collection(file)
+        if sub:
+            tasks = [t for t in tasks if t.name in (sub, f"user/{sub}")]
+            if not tasks:
+                raise DataError(f"task {sub!r} is not in {file}")
+        return list(tasks)
+    if any(c in entry for c in "*?["):
+        coll = entry.split("/", 1)[0]
+        if coll in COLLECTIONS:
+            found = [r for r in load_collection(coll) if fnmatch.fnmatchcase(r.name, entry)]
+        else:
+            found = [get_task(n) for n in BENCHMARKS if fnmatch.fnmatchcase(n, entry)]
+        if not found:
+            raise DataError(f"task pattern {entry!r} matches no task of the "
+                            f"{coll + ' collection' if coll in COLLECTIONS else 'benchmarks'}")
+        return found
+    if "/" in entry:  # a collection's task: get_task names what is wrong
+        return [get_task(entry)]
+    try:
+        return [get_task(entry)]
+    except DataError as e:  # a bare name is a benchmark's
+        raise DataError(f"unknown benchmark {entry!r}; valid: {', '.join(BENCHMARKS)}, 'all', a task of a built "
+                        f"collection (bigbench/..., sni/...), a collection, a glob pattern or a task file "
+                        f"(.jsonl/.yaml) [{e}]") from None
 
 
 def list_collections() -> list[dict[str, Any]]:

@@ -171,15 +171,6 @@ def record_to_dict(rec: TaskRecord) -> dict[str, Any]:
             "splits": {k: _split_to_columns(v) for k, v in rec.splits.items()}}
 
 
-def record_from_dict(d: dict[str, Any]) -> TaskRecord:
-    """Inverse of :func:`record_to_dict`."""
-    return TaskRecord(name=d["name"], source=d["source"], license=d["license"], citation=d["citation"],
-                      metric=d["metric"], eval_split=d.get("eval_split", "test"), info=d.get("info") or {},
-                      train_descriptions=list(d["train_descriptions"]),
-                      heldout_descriptions=list(d["heldout_descriptions"]),
-                      splits={k: _columns_to_split(v) for k, v in d["splits"].items()})
-
-
 # ----------------------------------------------------------------------------- store
 
 class LazySplits(MutableMapping):

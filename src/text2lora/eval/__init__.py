@@ -12,12 +12,12 @@ checkpoint watcher.
 
 from .conditions import CONDITION_KINDS, Condition, ConditionResolver, parse_condition
 from .report import compare, markdown_table, summarize, write_reports
-from .runner import EvalConfig, load_results, resolve_tasks, run_eval, select_examples
+from .runner import EvalConfig, load_results, run_eval, select_examples
 from .sandbox import SandboxResult, run_code
 from .scoring import MCItem, encode_mc, generate, score_choices
 from .watch import WatchConfig, find_checkpoints, watch
 
-__all__ = ["EvalConfig", "run_eval", "load_results", "resolve_tasks", "select_examples",
+__all__ = ["EvalConfig", "run_eval", "load_results", "select_examples",
            "CONDITION_KINDS", "Condition", "parse_condition", "ConditionResolver",
            "summarize", "markdown_table", "write_reports", "compare",
            "run_code", "SandboxResult", "MCItem", "encode_mc", "score_choices", "generate",

@@ -23,14 +23,14 @@ import torch
 
 from .._io import atomic_write_json, read_json, undo_on_failure
 from ..base import BaseModel
-from ..data import BENCHMARKS, TaskRecord
+from ..data import BENCHMARKS, TaskRecord, resolve_tasks
 from ..errors import ConfigError, DataError
 from . import labelled, metrics
 from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition
 from .sandbox import require_sandbox, run_many
 from .scoring import encode_mc, generate, score_choices
 
-__all__ = ["EvalConfig", "resolve_tasks", "select_examples", "run_eval", "load_results", "GEN_TOKENS", "MC_PROTOCOLS"]
+__all__ = ["EvalConfig", "select_examples", "run_eval", "load_results", "GEN_TOKENS", "MC_PROTOCOLS"]
 
 #: New-token budget of a labelled multiple-choice answer (enough for the text of a long choice).
 LABEL_TOKENS = 32
@@ -100,34 +100,6 @@ class EvalConfig:
             raise ConfigError("no benchmarks given")
         if not self.conditions:
             raise ConfigError("no conditions given")
-
-
-def resolve_tasks(names: Sequence[str]) -> list[TaskRecord]:
-    """Task records for benchmark names, collection task names or task files (``file.jsonl[#task]``)."""
-    from ..data import get_task, load_collection
-
-    out: list[TaskRecord] = []
-    for name in names:
-        if name in ("all", "benchmarks"):
-            out.extend(get_task(b) for b in BENCHMARKS)
-            continue
-        file, _, sub = name.partition("#")
-        if file.endswith((".jsonl", ".json", ".yaml", ".yml")):
-            if not Path(file).is_file():
-                raise DataError(f"task file {file} does not exist")
-            tasks = load_collection(file)
-            if sub:
-                tasks = [t for t in tasks if t.name in (sub, f"user/{sub}")]
-                if not tasks:
-                    raise DataError(f"task {sub!r} is not in {file}")
-            out.extend(tasks)
-            continue
-        try:
-            out.append(get_task(name))
-        except DataError as e:
-            raise DataError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}, 'all', a task of a built "
-                            f"collection (bigbench/..., sni/...) or a task file (.jsonl/.yaml) [{e}]") from None
-    return out
 
 
 def _split_of(task: TaskRecord, split: str) -> tuple[str, list]:

@@ -1,48 +1,15 @@
-"""Resolve the ``tasks`` / ``val_tasks`` entries of a recipe into task records."""
+"""A recipe's training and validation tasks: its ``tasks`` / ``val_tasks`` entries resolved by
+:func:`text2lora.data.resolve_tasks`, validation tasks held out, the training set subsampled."""
 
 from __future__ import annotations
 
-import fnmatch
 import random
-from typing import Sequence
 
-from ..data import BENCHMARKS, COLLECTIONS, TaskRecord, get_task, load_collection
+from ..data import BENCHMARKS, TaskRecord, resolve_tasks
 from ..errors import ConfigError
 from .config import MTLoRAConfig, SFTConfig
 
-__all__ = ["resolve_tasks", "split_tasks", "recipe_tasks"]
-
-
-def _expand(entry: str) -> list[TaskRecord]:
-    if entry in COLLECTIONS:
-        return list(load_collection(entry))
-    if entry.endswith((".jsonl", ".json", ".yaml", ".yml")):
-        return list(load_collection(entry))
-    if any(c in entry for c in "*?["):
-        coll = entry.split("/", 1)[0]
-        if coll not in COLLECTIONS:
-            from ..data import BENCHMARKS
-
-            names = list(BENCHMARKS)
-            return [get_task(n) for n in names if fnmatch.fnmatchcase(n, entry)]
-        found = [r for r in load_collection(coll) if fnmatch.fnmatchcase(r.name, entry)]
-        if not found:
-            raise ConfigError(f"task pattern {entry!r} matches no task of the {coll} collection")
-        return found
-    return [get_task(entry)]
-
-
-def resolve_tasks(entries: Sequence[str], exclude: Sequence[str] = (),
-                  known: Sequence[TaskRecord] = ()) -> list[TaskRecord]:
-    """Task records for ``entries`` (names, collections, glob patterns, user files), de-duplicated in
-    order, minus the names/patterns in ``exclude``. Names and patterns are first matched against
-    ``known`` records (e.g. the training tasks read from a user file)."""
-    out: dict[str, TaskRecord] = {}
-    for entry in entries:
-        local = [r for r in known if fnmatch.fnmatchcase(r.name, entry)]
-        for rec in local or _expand(entry):
-            out.setdefault(rec.name, rec)
-    return [r for r in out.values() if not any(fnmatch.fnmatchcase(r.name, p) for p in exclude)]
+__all__ = ["split_tasks", "recipe_tasks"]
 
 
 def split_tasks(train: list[TaskRecord], val: list[TaskRecord], num_val: int, max_tasks: int | None,
@@ -74,7 +41,6 @@ def recipe_tasks(cfg, tasks: list[TaskRecord] | None, val_tasks: list[TaskRecord
         tasks = resolve_tasks(cfg.tasks, cfg.exclude_tasks)
         val_tasks = resolve_tasks(cfg.val_tasks, known=tasks) if val_tasks is None and cfg.val_tasks else val_tasks
     if isinstance(cfg, (SFTConfig, MTLoRAConfig)):
-
         leaked = [t.name for t in tasks if t.name in BENCHMARKS]
         if leaked:
             raise ConfigError(f"training task(s) {', '.join(leaked)} are evaluation benchmarks; a generator or "
