@@ -38,6 +38,7 @@ __all__ = [
     "upstream_id",
     "end_of_turn_id",
     "end_of_answer_ids",
+    "pad_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,19 @@ def end_of_answer_ids(tokenizer: Any, generation_config: Any = None) -> list[int
     ids.append(tokenizer.eos_token_id)
     out = [int(t) for t in ids if isinstance(t, int) and not isinstance(t, bool) and t >= 0]
     return list(dict.fromkeys(out))
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as one ``[len(seqs), longest]`` batch filled with ``pad_id``, and its attention
+    mask (1 on the tokens). ``left`` pads on the left, as generation wants (every row's last prompt
+    token at the same position); else on the right, as training wants."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        at = slice(n - len(s), n) if left else slice(0, len(s))
+        ids[i, at], mask[i, at] = torch.tensor(list(s), dtype=torch.long), 1
+    return ids, mask
 
 
 def lm_parts(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:

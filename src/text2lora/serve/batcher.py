@@ -37,7 +37,7 @@ from typing import Any, Callable
 import torch
 
 from ..adapter import LoRAAdapter
-from ..base import BaseModel
+from ..base import BaseModel, pad_batch
 from ..inject import apply_adapters
 
 __all__ = ["GenRequest", "Batcher", "Event"]
@@ -259,12 +259,8 @@ class Batcher:
         batch_id = next(self._ids)
         t0 = time.perf_counter()
         rows = [_Row(r) for r in reqs]
-        n, width = len(reqs), max(len(r.prompt_ids) for r in reqs)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(reqs):  # left padding: every row's last prompt token is at the same position
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - len(r.prompt_ids):] = 1
+        n = len(reqs)
+        ids, mask = pad_batch([r.prompt_ids for r in reqs], self.pad_id, left=True)
         router = _RowRouter(rows, self.base.tokenizer, self.eos_ids, batch_id)
         with self._stats_lock:  # counted before any row finishes, so a client never sees a stale count
             s = self.stats

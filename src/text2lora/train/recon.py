@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .._io import atomic_write_json, atomic_write_text
+from .._rng import random_state, set_random_state
 from ..adapter import LoRAAdapter, lora_scaling
 from ..base import BaseSpec, upstream_id
 from ..encoders import TaskIdEncoder, load_encoder
@@ -175,13 +176,11 @@ class ReconJob(GeneratorJob):
         return float(self.z_loss(idx, [self.text(i, None) for i in idx]))
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
-        return {"sampler": self.sampler.state_dict(), "rng": [version, list(internal), gauss]}
+        return {"sampler": self.sampler.state_dict(), "rng": random_state(self._rng)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        set_random_state(state["rng"], self._rng)
 
 
 @torch.no_grad()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import errno
 import io
-import random
 import shutil
 import time
 from pathlib import Path
@@ -31,10 +30,11 @@ import torch
 from torch import Tensor
 
 from .._io import atomic_dir, atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
+from .._rng import rng_state, set_rng_state
 from ..errors import CheckpointError, ConfigError, OutputExistsError
 from .config import TrainConfig, config_to_yaml, load_config, recipe_of
 
-__all__ = ["RunDir", "optimizer_state_to_files", "optimizer_state_from_files", "rng_state", "set_rng_state",
+__all__ = ["RunDir", "optimizer_state_to_files", "optimizer_state_from_files",
            "RESUMABLE_KEYS"]
 
 RESUMABLE_KEYS = frozenset({"steps", "eval_every", "save_every", "keep_checkpoints", "log_every", "device", "name"})
@@ -72,25 +72,6 @@ def optimizer_state_from_files(tensors: dict[str, Tensor], meta: dict[str, Any])
     tuple_keys = set(meta.get("tuple_keys", []))
     groups = [{k: (tuple(v) if k in tuple_keys else v) for k, v in g.items()} for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
-
-
-def rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Torch (CPU and CUDA) RNG states as tensors, Python's as JSON."""
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{i}"] = s
-    version, internal, gauss = random.getstate()
-    return tensors, {"python": [version, list(internal), gauss]}
-
-
-def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_"))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 def _metric_rows(path: Path) -> list[list[str]]:
