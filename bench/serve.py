@@ -10,7 +10,16 @@ By default the adapters come from a fresh ``TextToLoRA.init(base)`` with random 
 depend on training, but answer length does, and the shipped generator's adapters make the model
 answer in a token or two (it learned short answers), which would measure prefill, not decoding.
 ``--generator shipped`` uses the shipped one.
+
+``--adversarial`` measures instead what long prompts do to a short request (results in
+``bench/results/serve_adversarial.json``): the latency of a short chat request alone, sent just before
+``--long`` prompts of ``--long-tokens`` tokens (the same batching window), and sent while they already run;
+each with the server's length-bucketed batching and with it turned off (every request in one padded
+batch, as the server batched before); and beside prompts over ``--max-prompt-tokens``, which are refused.
+The batching window is 400 ms unless ``--batch-wait-ms`` is given, so that requests sent 100 ms apart share
+one window even on a loaded machine (each request then waits up to that long for company).
 Usage: python bench/serve.py [--rounds 3] [--max-tokens 32] [--misses 8]
+       python bench/serve.py --adversarial [--long 2] [--long-tokens 1024] [--threads 1]
 """
 
 from __future__ import annotations
@@ -71,6 +80,110 @@ def _throughput(client, ids: list[str], rounds: int, max_tokens: int) -> tuple[f
     return len(ids) * rounds / (time.perf_counter() - t0), sum(tokens)
 
 
+def _long_prompt(tokenizer, n_tokens: int) -> str:
+    """A completion prompt of about ``n_tokens`` tokens (prose, repeated and cut to length)."""
+    text = ("The committee met on Tuesday to review the quarterly figures, the new hiring plan and the "
+            "proposal to move the archive to the east wing of the library. ") * (n_tokens // 8 + 8)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens]
+    return tokenizer.decode(ids)
+
+
+def adversarial(args: argparse.Namespace) -> int:
+    """A short request's latency alone and beside long prompts; see the module docstring."""
+    import httpx
+    import openai
+    import torch
+
+    from text2lora import load_base
+    from text2lora.serve.batcher import GenRequest
+    from text2lora.serve.engine import Engine, EngineConfig
+    from text2lora.serve.server import ServerThread, create_app
+
+    base = load_base(args.base)
+    gen, _ = _generator(base, "random")
+    wait_ms = args.batch_wait_ms
+    engine = Engine(base, gen, EngineConfig(max_batch=8, batch_wait_ms=wait_ms,
+                                            max_prompt_tokens=args.max_prompt_tokens))
+    long_text = _long_prompt(base.tokenizer, args.long_tokens)
+    over_text = _long_prompt(base.tokenizer, args.max_prompt_tokens + 512)
+    bucketed = GenRequest.batch_key
+
+    rows: list[dict] = []
+    with ServerThread(create_app(engine)) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=1800)
+
+        http = httpx.Client(timeout=1800)  # one client, made up front: a new one takes long to start under load
+
+        def short() -> tuple[float, int, int]:
+            t0 = time.perf_counter()
+            r = client.chat.completions.create(model="base", max_tokens=args.short_tokens, temperature=0,
+                                               messages=[{"role": "user", "content": "What is 12 + 7?"}])
+            return (time.perf_counter() - t0) * 1000, r.t2l["batch_size"], r.t2l["batch_id"]
+
+        def long(text: str) -> tuple[float, int, int | None]:
+            t0 = time.perf_counter()
+            r = http.post(srv.url + "/v1/completions", json={
+                "model": "base", "prompt": text, "max_tokens": args.long_max_tokens, "temperature": 0})
+            return (time.perf_counter() - t0) * 1000, r.status_code, r.json().get("t2l", {}).get("batch_id")
+
+        gap = engine.config.batch_wait_ms / 4000  # requests this far apart land in one batching window
+
+        def scenario(name: str, buckets: bool, text: str | None, order: str) -> None:
+            """``order``: "short first" / "long first" (``gap`` apart, one batching window) or "while running"
+            (the short request is sent once the long prompts' batch has started)."""
+            GenRequest.batch_key = bucketed if buckets else (lambda self: self.sampling_key())
+            with ThreadPoolExecutor(args.long + 1) as ex:
+                longs, s = [], None
+                if order == "short first":
+                    s = ex.submit(short)
+                    time.sleep(gap)
+                if text is not None:
+                    busy = engine.batcher.snapshot()["batches"]
+                    longs = [ex.submit(long, text) for _ in range(args.long)]
+                    if order == "while running":  # until their batch starts (a refused prompt never runs)
+                        deadline = time.monotonic() + 120
+                        while engine.batcher.snapshot()["batches"] == busy and time.monotonic() < deadline \
+                                and not all(f.done() for f in longs):
+                            time.sleep(0.01)
+                    else:
+                        time.sleep(gap)
+                s = s or ex.submit(short)
+                ms, size, batch = s.result()
+                done = [f.result() for f in longs]
+            GenRequest.batch_key = bucketed
+            long_batches = {d[2] for d in done if d[2] is not None}
+            ran = ("alone" if not long_batches else "with them" if batch in long_batches else
+                   "before them" if batch < min(long_batches) else "after them")
+            rows.append({"short request sent": name, "length buckets": "on" if buckets else "off",
+                         "short ms": round(ms), "short's batch size": size, "short ran": ran,
+                         "long ms (mean)": round(statistics.mean(d[0] for d in done)) if done else "",
+                         "long status": ",".join(sorted({str(d[1]) for d in done})) if done else ""})
+            print(rows[-1], flush=True)
+
+        short()  # warm-up
+        scenario("alone", True, None, "alone")
+        n, k = args.long, args.long_tokens
+        for order, when in (("short first", "just before"), ("long first", "just after")):
+            for buckets in (True, False):
+                scenario(f"{when} {n} x {k}-token prompts (same batching window)", buckets, long_text, order)
+        scenario(f"while {n} x {k}-token prompts run", True, long_text, "while running")
+        scenario(f"beside {n} x {args.max_prompt_tokens + 512}-token prompts (over the limit: refused)", True,
+                 over_text, "long first")
+        http.close()
+    cols = ["short request sent", "length buckets", "short ms", "short's batch size", "short ran", "long ms (mean)",
+            "long status"]
+    print(f"\nbase {args.base}, {torch.get_num_threads()} torch thread(s); short request: chat, max_tokens "
+          f"{args.short_tokens}; long prompts: /v1/completions, max_tokens {args.long_max_tokens}; "
+          f"--max-prompt-tokens {args.max_prompt_tokens}; --batch-wait-ms {wait_ms:g}\n")
+    print_table(rows, cols)
+    write_json("serve_adversarial", {"base": args.base, "torch_threads": torch.get_num_threads(),
+                                     "long": args.long, "long_tokens": args.long_tokens,
+                                     "long_max_tokens": args.long_max_tokens, "short_tokens": args.short_tokens,
+                                     "max_prompt_tokens": args.max_prompt_tokens,
+                                     "batch_wait_ms": wait_ms, "rows": rows})
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="requests per client thread per mode")
@@ -79,14 +192,26 @@ def main() -> int:
                     help="adapters from random heads (long answers; default) or the shipped generator")
     ap.add_argument("--misses", type=int, default=8, help="new descriptions for the miss/hit latency")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="base model")
-    ap.add_argument("--batch-wait-ms", type=float, default=25.0, help="the server's batching window")
+    ap.add_argument("--batch-wait-ms", type=float, default=None,
+                    help="the server's batching window (default 25; with --adversarial 400)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 avoids OpenMP thrashing when other processes share the cores)")
+    ap.add_argument("--adversarial", action="store_true",
+                    help="measure a short request's latency alone and beside long prompts instead")
+    ap.add_argument("--long", type=int, default=2, help="--adversarial: long prompts in flight (default 2)")
+    ap.add_argument("--long-tokens", type=int, default=1024, help="--adversarial: tokens per long prompt")
+    ap.add_argument("--long-max-tokens", type=int, default=16, help="--adversarial: max_tokens of a long prompt")
+    ap.add_argument("--short-tokens", type=int, default=8, help="--adversarial: max_tokens of the short request")
+    ap.add_argument("--max-prompt-tokens", type=int, default=2048, help="--adversarial: the server's prompt limit")
     args = ap.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.batch_wait_ms is None:  # --adversarial: long enough that requests 100 ms apart share a window
+        args.batch_wait_ms = 400.0 if args.adversarial else 25.0
+    if args.adversarial:
+        return adversarial(args)
 
     import httpx
     import openai
