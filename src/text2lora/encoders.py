@@ -88,17 +88,22 @@ def _normalise(x: Tensor) -> Tensor:
     return torch.nn.functional.normalize(x, dim=-1) * math.sqrt(x.shape[-1])
 
 
-def check_descriptions(texts: Sequence[str] | str) -> list[str]:
-    """Return descriptions as a list; reject empty or whitespace-only ones."""
+def check_descriptions(texts: Sequence[str] | str, max_chars: int | None = None) -> list[str]:
+    """Return descriptions as a list; reject none at all, empty or whitespace-only ones and, with
+    ``max_chars``, longer ones (:class:`~text2lora.errors.ConfigError` naming which). The one check of
+    a task description: the generator, the server and description files all use it."""
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
     if not texts:
         raise ConfigError("no description given; pass at least one task description")
     for i, t in enumerate(texts):
+        which = "the task description" if len(texts) == 1 else f"description {i + 1}"
         if not isinstance(t, str) or not t.strip():
-            raise ConfigError(f"description {i + 1} is empty; describe the task in words, e.g. "
+            raise ConfigError(f"{which} is empty; describe the task in words, e.g. "
                               "'Answer grade-school math word problems step by step.'")
+        if max_chars is not None and len(t) > max_chars:
+            raise ConfigError(f"{which} has {len(t)} characters; the limit is {max_chars}")
     return texts
 
 

@@ -20,7 +20,8 @@ import string
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..encoders import check_descriptions
+from ..errors import ConfigError, DataError
 
 __all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
            "load_description_jsonl", "load_description_sets",
@@ -59,8 +60,13 @@ def _load_benchmarks_yaml(path: str) -> dict[str, dict[str, list[str]]]:
         for key, val in sets.items():
             if key not in ALIGNMENT_KINDS:
                 raise DataError(f"{p}: {name}.{key} is not a known key; use one of {ALIGNMENT_KINDS}")
-            if not isinstance(val, list) or not all(isinstance(s, str) and s.strip() for s in val):
-                raise DataError(f"{p}: {name}.{key} must be a list of non-empty strings")
+            if not isinstance(val, list):
+                raise DataError(f"{p}: {name}.{key} must be a list of descriptions")
+            try:
+                if val:
+                    check_descriptions(val)
+            except ConfigError as e:
+                raise DataError(f"{p}: {name}.{key}: {e}") from None
     return data
 
 

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 
 from ..adapter import VLLM_RANKS, LoRAAdapter
-from ..errors import OutputExistsError, T2LError
+from ..encoders import check_descriptions
+from ..errors import ConfigError, OutputExistsError, T2LError
 
 __all__ = ["ADAPTER_ID_RE", "AdapterInfo", "AdapterStore", "adapter_id_for", "generator_digest", "UnknownAdapter",
            "BadAdapterId", "InvalidDescription", "check_description"]
@@ -81,13 +82,10 @@ def generator_digest(generator: Any) -> str:
 
 def check_description(description: Any) -> str:
     """Return the stripped description, or raise :class:`InvalidDescription` saying what is wrong with it."""
-    if not isinstance(description, str) or not description.strip():
-        raise InvalidDescription("the task description is empty; describe the task in a sentence, e.g. "
-                         "'Answer grade-school math word problems step by step.'")
-    if len(description) > MAX_DESCRIPTION_CHARS:
-        raise InvalidDescription(f"the task description has {len(description)} characters; the limit is "
-                         f"{MAX_DESCRIPTION_CHARS}")
-    return description.strip()
+    try:
+        return check_descriptions([description], max_chars=MAX_DESCRIPTION_CHARS)[0].strip()
+    except ConfigError as e:
+        raise InvalidDescription(str(e)) from None
 
 
 @dataclass
@@ -154,7 +152,9 @@ class AdapterStore:
 
     def _load_dir(self, adapter_id: str) -> LoRAAdapter | None:
         assert self.adapter_dir is not None
-        path = self.adapter_dir / adapter_id  # the id regex rules out separators and '..'
+        # ids get here only through ADAPTER_ID_RE (letters, digits, '_', '-'; re.match with '$' also lets one
+        # trailing newline through): never a separator or '..', so the path stays inside adapter_dir
+        path = self.adapter_dir / adapter_id
         if not (path / "adapter_config.json").is_file():
             return None
         try:
