@@ -154,7 +154,7 @@ def _raise(exc):
 
 def test_a_bug_is_a_500_with_a_request_id_in_the_body_and_the_log(server, monkeypatch, caplog):
     monkeypatch.setattr(server.engine, "chat_ids", _raise(RuntimeError("boom in the chat template")))
-    with caplog.at_level(logging.ERROR, logger="text2lora.serve.server"):
+    with caplog.at_level(logging.ERROR, logger="text2lora.serve"):
         r = httpx.post(server.url + "/v1/chat/completions", json=_chat_body())
     err = _check_error(r, 500, "internal_error")
     rid = r.headers["x-request-id"]
