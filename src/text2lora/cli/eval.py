@@ -222,7 +222,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..eval.conditions import parse_condition
     from ..eval.report import markdown_table, write_reports
-    from ..eval.runner import EvalConfig, resolve_tasks, run_eval
+    from ..data import resolve_tasks
+    from ..eval.runner import EvalConfig, run_eval
 
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = EvalConfig(benchmarks=_csv(args.benchmarks or "all"),
@@ -318,7 +319,7 @@ def _watch(args: argparse.Namespace) -> int:
 
     from .._io import read_json
     from ..errors import ConfigError
-    from ..eval.runner import resolve_tasks
+    from ..data import resolve_tasks
     from ..eval.watch import SELECTION_BENCHMARKS, WatchConfig, find_checkpoints, watch
 
     benchmarks = _csv(args.benchmarks) if args.benchmarks else list(SELECTION_BENCHMARKS)

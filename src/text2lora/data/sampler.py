@@ -26,6 +26,7 @@ import random
 from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
+from .._rng import random_state, set_random_state
 from ..errors import ConfigError, DataError
 from .prompts import COT_PREFILL
 from .records import Example, TaskRecord
@@ -206,14 +207,13 @@ class TaskSampler:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state: seed, batches drawn, and the generator state."""
-        version, internal, gauss = self._rng.getstate()
         return {"seed": self.seed, "tasks_per_batch": self.tasks_per_batch, "split": self.split,
                 "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
                 "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks],
                 "task_weights": [list(pw) for pw in self.task_weights], "cot_prefill": self.cot_prefill,
                 "format_contrast": self.format_contrast,
                 "batches": self._batches,
-                "rng": [version, list(internal), gauss]}
+                "rng": random_state(self._rng)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the task list must be the same (same names, same order)."""
@@ -229,7 +229,6 @@ class TaskSampler:
                 or state.get("format_contrast", 0.0) != self.format_contrast):
             raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
                             "long_answer_weight/long_answer_words/task_weights/cot_prefill/format_contrast; resume with the run's own config")
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        set_random_state(state["rng"], self._rng)
         self._batches = int(state["batches"])
         self.seed = state["seed"]

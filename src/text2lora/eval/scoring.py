@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..adapter import AdapterBatch, LoRAAdapter
-from ..base import BaseModel, lm_parts
+from ..base import BaseModel, lm_parts, pad_batch
 from ..inject import apply_adapters
 
 __all__ = ["MCItem", "adapters_applied", "common_prefix", "encode_mc", "score_choices", "generate"]
@@ -106,18 +106,6 @@ def adapters_applied(base: BaseModel, stacked: AdapterBatch | LoRAAdapter | None
             yield
 
 
-def _pad(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[Tensor, Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if left:
-            ids[i, n - len(s):], mask[i, n - len(s):] = torch.tensor(s), 1
-        else:
-            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
-    return ids, mask
-
-
 def _positions(mask: Tensor) -> Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
@@ -159,7 +147,7 @@ def _run_contexts(base: BaseModel, body, contexts: list[list[int]], stacked, pad
     dev = base.device
     p = 0 if isinstance(stacked, AdapterBatch) else common_prefix(contexts)
     p = p if p >= MIN_SHARED_PREFIX else 0
-    ids, smask = _pad([c[p:] for c in contexts], pad, left=True)
+    ids, smask = pad_batch([c[p:] for c in contexts], pad, left=True)
     ids, smask = ids.to(dev), smask.to(dev)
     mask = torch.cat([smask.new_ones(len(contexts), p), smask], dim=1)
     cache = None
@@ -188,7 +176,7 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
     ctx_len = mask.sum(-1)  # each context's real length: where its choices' positions start
     for g, group in enumerate(groups):
         idx = torch.tensor([row_item[r] for r in group], device=dev)
-        cids, cmask = _pad([conts[r][:-1] for r in group], pad, left=False)
+        cids, cmask = pad_batch([conts[r][:-1] for r in group], pad, left=False)
         cids, cmask = cids.to(dev), cmask.to(dev)
         gcache = cache if g == len(groups) - 1 else copy.deepcopy(cache)
         gcache.batch_select_indices(idx)
@@ -234,7 +222,7 @@ def _score_full(base: BaseModel, items: list[MCItem], stacked) -> list[list[floa
     seqs = [it.context + c for it in items for c in it.choices]
     starts = [len(it.context) for it in items for _ in it.choices]
     conts = [c for it in items for c in it.choices]
-    ids, mask = _pad(seqs, pad, left=False)
+    ids, mask = pad_batch(seqs, pad, left=False)
     ids, mask = ids.to(dev), mask.to(dev)
     expanded = _rows(stacked, torch.tensor(row_item)) if isinstance(stacked, AdapterBatch) else stacked
     with adapters_applied(base, expanded):

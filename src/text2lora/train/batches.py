@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import end_of_turn_id, lm_parts
+from ..base import end_of_turn_id, lm_parts, pad_batch
 from ..data import Example, TaskRecord, format_prompt
 from ..errors import DataError
 
@@ -65,14 +65,8 @@ def encode_examples(tokenizer: Any, examples: Sequence[Example], max_prompt_toke
             raise DataError(f"example {ex.prompt[:40]!r} has an empty response; nothing to learn from")
         rows.append(prompt + response)
         labels.append([-100] * len(prompt) + response)
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, l) in enumerate(zip(rows, labels)):
-        ids[i, : len(r)] = torch.tensor(r)
-        lab[i, : len(l)] = torch.tensor(l)
-        mask[i, : len(r)] = 1
+    ids, mask = pad_batch(rows, pad)
+    lab, _ = pad_batch(labels, -100)
     return TextBatch(ids, mask, lab)
 
 
