@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,19 @@ def test_closed_pipe_stops_quietly(tmp_path, monkeypatch, capsys):
     assert main(["data", "list"]) == 141
     assert capsys.readouterr().err == ""
     sink.close()
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_unwritable_out_path_exits_2_naming_it(where, tmp_path, tiny_ckpt):
+    """An --out the OS refuses (a path under a regular file, a /proc entry) is one line naming it, exit 2."""
+    afile = tmp_path / "afile.txt"
+    afile.write_text("user data\n")
+    out = afile / "lora" if where == "under_a_file" else Path("/proc/t2l-test-out")
+    if where == "proc" and not Path("/proc/self").exists():
+        pytest.skip("no /proc on this system")
+    proc = subprocess.run([sys.executable, "-m", "text2lora.cli", "generate", "--model", str(tiny_ckpt), "task",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "t2l: error:" in proc.stderr
+    assert str(out) in proc.stderr or str(out.parent) in proc.stderr
+    assert afile.read_text() == "user data\n"  # nothing of the user's touched

@@ -111,3 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        # a path the user gave that cannot be read or written (`--out afile.txt/lora`, `--out /proc/x`,
+        # a full disk): one line naming it; an OSError with no file is not about the user's input
+        if e.filename is None:
+            raise
+        if verbose:
+            traceback.print_exc()
+        names = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        print(f"t2l: error: {names}: {e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        return 2
