@@ -29,11 +29,14 @@ def tiny_tasks(k: int = 4) -> list[TaskRecord]:
 ONE_EXAMPLE = Example("What is 2 plus 3?", "5")
 
 
-def one_example_tasks(k: int = 3) -> list[TaskRecord]:
+LONG_EXAMPLE = Example("What is 2 plus 3?", "Two plus three: start at two, count three more, three, four, five. So 5.")
+
+
+def one_example_tasks(k: int = 3, example: Example = ONE_EXAMPLE) -> list[TaskRecord]:
     """``k`` tasks whose every example is :data:`ONE_EXAMPLE`: whatever rows a sampler draws, a batch's
     mean loss is that example's loss, so a step's loss can be computed without the sampler."""
-    ex = [ONE_EXAMPLE] * 8
-    return [TaskRecord(name=f"user/same{i}", source="user", license="MIT", citation="test", metric="exact_match",
+    ex = [example] * 8
+    return [TaskRecord(name=f"user/{'same' if example is ONE_EXAMPLE else 'long'}{i}", source="user", license="MIT", citation="test", metric="exact_match",
                        train_descriptions=[f"Say the sum, task {i}.", f"Add two numbers ({i})."],
                        heldout_descriptions=[f"Sum task {i}."], splits={"train": ex, "validation": ex[:2]})
             for i in range(k)]
@@ -43,13 +46,20 @@ def plain_response_loss(model, tokenizer, example: Example, eos: bool = True) ->
     """Mean cross-entropy of ``example``'s answer (and the stop token) after its chat prompt, computed
     with the tokenizer's chat template, one forward pass of ``model`` and ``torch.nn.functional``
     only (no code of the package): the oracle for losses of adapters that change nothing."""
+    total, n = plain_response_sum(model, tokenizer, example, eos)
+    return total / n
+
+
+def plain_response_sum(model, tokenizer, example: Example, eos: bool = True) -> tuple[float, int]:
+    """(summed cross-entropy, number of labels) of :func:`plain_response_loss`."""
     text = tokenizer.apply_chat_template([{"role": "user", "content": example.prompt}], tokenize=False,
                                          add_generation_prompt=True)
     prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     answer = tokenizer(example.target, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + answer])).logits[0]
-    return float(torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1].float(), torch.tensor(answer)))
+    return (float(torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1].float(), torch.tensor(answer),
+                                                    reduction="sum")), len(answer))
 
 
 def hypernet_state(path) -> dict[str, torch.Tensor]:

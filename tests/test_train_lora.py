@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _train_util import (ONE_EXAMPLE, base, one_example_tasks, plain_response_loss,  # noqa: F401
-                         tasks, train_losses)  # (base, tasks: shared module fixtures)
+from _train_util import (LONG_EXAMPLE, ONE_EXAMPLE, base, one_example_tasks, plain_response_loss,  # noqa: F401
+                         plain_response_sum, tasks, train_losses)  # (base, tasks: shared module fixtures)
 from text2lora import LoRAAdapter, apply_adapters
 from text2lora.train import load_config, train_lora, train_mt_lora
 from text2lora.train.batches import encode_examples
@@ -80,6 +80,22 @@ def test_step_one_loss_is_the_base_models_loss(base, tmp_path, eos_loss):
                        quiet=True)
     assert mt.train_losses[0] == pytest.approx(expected, abs=1e-4)
     assert mt.train_losses[1] != pytest.approx(expected, abs=1e-4)  # the first update changed the LoRA
+
+
+@pytest.mark.parametrize("average", ["sample", "token"])
+def test_loss_average_weighs_answers_by_sample_or_by_token(base, tmp_path, average):
+    """Two tasks, one with a one-token answer and one with a long answer; each batch of the multi-task
+    LoRA holds one row of each. The first step's loss is the frozen base model's, averaged per answer
+    (``sample``) or over all answer tokens (``token``), computed here with plain transformers."""
+    (short_sum, n_short), (long_sum, n_long) = (plain_response_sum(base.model, base.tokenizer, ex)
+                                                for ex in (ONE_EXAMPLE, LONG_EXAMPLE))
+    assert n_long >= 4 * n_short  # the two averages differ
+    expected = {"sample": (short_sum / n_short + long_sum / n_long) / 2,
+                "token": (short_sum + long_sum) / (n_short + n_long)}[average]
+    tasks = one_example_tasks(1) + one_example_tasks(1, LONG_EXAMPLE)
+    mt = train_mt_lora(cfg("mt-lora", tasks_per_batch=2, steps=1, loss_average=average), tmp_path / "mt", base=base,
+                       tasks=tasks, quiet=True)
+    assert mt.train_losses[0] == pytest.approx(expected, abs=1e-4)
 
 
 def test_mt_lora_learns_and_saves_its_best(base, tasks, tmp_path):

@@ -70,15 +70,22 @@ def encode_examples(tokenizer: Any, examples: Sequence[Example], max_prompt_toke
     return TextBatch(ids, mask, lab)
 
 
-def response_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy on response tokens from full ``[B, T, V]`` logits; each sample's mean, then the
-    mean over samples (every sample weighs the same whatever its length)."""
+#: How :func:`response_loss` averages the response tokens' cross-entropy over a batch.
+AVERAGES = ("sample", "token")
+
+
+def response_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, average: str = "sample") -> Tensor:
+    """Cross-entropy on response tokens from full ``[B, T, V]`` logits. ``average="sample"``: each
+    sample's mean, then the mean over samples (every sample weighs the same whatever its length);
+    ``"token"``: the mean over all response tokens of the batch (a sample weighs as much as it has
+    tokens, so one worked solution outweighs many one-word answers and their stop tokens)."""
     target = labels[:, 1:]
     sel = target != -100
-    return _per_sample_mean(logits[:, :-1][sel].float(), target[sel], sel, label_smoothing)
+    return _mean(logits[:, :-1][sel].float(), target[sel], sel, label_smoothing, average)
 
 
-def lm_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float = 0.0) -> Tensor:
+def lm_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float = 0.0,
+                     average: str = "sample") -> Tensor:
     """:func:`response_loss` of ``model`` on ``batch``, with the vocabulary projection run only on
     the positions that predict a response token (prompts are most of the tokens, and the head of a
     small model is a large share of its compute)."""
@@ -86,11 +93,15 @@ def lm_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float 
     hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     target = batch.labels[:, 1:]
     sel = target != -100
-    return _per_sample_mean(head(hidden[:, :-1][sel]), target[sel], sel, label_smoothing)
+    return _mean(head(hidden[:, :-1][sel]), target[sel], sel, label_smoothing, average)
 
 
-def _per_sample_mean(logits: Tensor, targets: Tensor, sel: Tensor, label_smoothing: float) -> Tensor:
+def _mean(logits: Tensor, targets: Tensor, sel: Tensor, label_smoothing: float, average: str) -> Tensor:
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     tok = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")
+    if average == "token":
+        return tok.mean()
     sums = tok.new_zeros(sel.shape[0]).index_add(0, sel.nonzero()[:, 0], tok)
     return (sums / sel.sum(1).clamp_min(1).to(tok.dtype)).mean()
 

@@ -94,6 +94,11 @@ class _TaskConfig(TrainConfig):
         "answer. Most BIG-bench answers are a few words, so an adapter trained to stop after them stops early on "
         "long-form tasks too (chain-of-thought); ``false`` drops that label, and the adapters learn the answers but "
         "no longer when to stop (they end fewer answers than the base model: docs/RESULTS.md section 2)."))
+    loss_average: Literal["sample", "token"] = Field("sample", description=(
+        "How the training loss averages the response tokens of a batch: ``sample`` takes each answer's mean, then "
+        "the mean over answers (a one-word answer, whose stop token is half its labels, weighs as much as a worked "
+        "solution); ``token`` takes the mean over all response tokens, so long answers weigh by their length. "
+        "Validation always reports the per-sample mean."))
     long_answer_weight: float = Field(1.0, gt=0, description=(
         "How many times as often a training task with long answers (mean of ``long_answer_words`` words or more) is "
         "drawn as the others; 1 draws every task equally often."))

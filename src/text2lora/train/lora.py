@@ -98,13 +98,13 @@ class LoRAJob:
             return [ex for _, ex, _ in self.sampler.next_batch()]
         return [self.train_examples[i] for i in self.sampler.next_batch()]  # type: ignore[index]
 
-    def _ce(self, examples: list[Example], smoothing: float) -> Tensor:
+    def _ce(self, examples: list[Example], smoothing: float, average: str = "sample") -> Tensor:
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
                              self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
-        return lm_response_loss(self.model, tb, smoothing)
+        return lm_response_loss(self.model, tb, smoothing, average)
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
-        return self._ce(self._batch(), self.cfg.label_smoothing), {}
+        return self._ce(self._batch(), self.cfg.label_smoothing, self.cfg.loss_average), {}
 
     def validate(self) -> float | None:
         if not self.val:

@@ -71,21 +71,22 @@ class SFTJob(GeneratorJob):
 
     # ------------------------------------------------------------------ loss
     def forward_loss(self, texts: Sequence[str], examples: Sequence[Any], label_smoothing: float,
-                     noise: float) -> tuple[Tensor, Tensor]:
-        """(CE, L2 of generated weights) for rows ``examples`` conditioned on ``texts``."""
+                     noise: float, average: str = "sample") -> tuple[Tensor, Tensor]:
+        """(CE, L2 of generated weights) for rows ``examples`` conditioned on ``texts``; ``average`` as in
+        :func:`~text2lora.train.batches.response_loss`."""
         adapters = self.model(self.embed(texts))
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
                              self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
         with apply_adapters(self.base.model, adapters, self.base.spec), \
                 neftune(self.base.model, noise, tb.attention_mask):
-            ce = lm_response_loss(self.base.model, tb, label_smoothing)
+            ce = lm_response_loss(self.base.model, tb, label_smoothing, average)
         return ce, adapter_l2(adapters)
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         rows = self.sampler.next_batch()
         texts = [self.condition_text(t, ex, d) for t, ex, d in rows]
         ce, l2 = self.forward_loss(texts, [ex for _, ex, _ in rows], self.cfg.label_smoothing,
-                                   self.cfg.neftune_alpha)
+                                   self.cfg.neftune_alpha, self.cfg.loss_average)
         return ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
 
     def validate(self, items: Sequence[tuple[TaskRecord, Any]] | None = None) -> float | None:
