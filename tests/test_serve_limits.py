@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
+import torch  # noqa: E402
 
 from _serve_utils import tiny_generator  # noqa: E402
 
@@ -266,6 +267,89 @@ def test_short_prompts_are_not_batched_with_long_ones(tiny):
         b.close()
     assert done["long1"].batch_id == done["long2"].batch_id and done["long1"].batch_size == 2
     assert done["short"].batch_id != done["long1"].batch_id and done["short"].batch_size == 1
+
+
+def _collect_events(reqs):
+    """Submit ``reqs`` (name -> GenRequest) and wait for every one's ``done``; returns (texts, dones, order)."""
+    lock = threading.Lock()
+    texts: dict[str, str] = {name: "" for name in reqs}
+    dones: dict[str, object] = {}
+    order: list[str] = []
+    for name, r in reqs.items():
+        def sink(ev, name=name):
+            with lock:
+                if ev.kind == "text":
+                    texts[name] += ev.text
+                elif ev.kind == "done":
+                    dones[name] = ev
+                    order.append(name)
+                else:
+                    dones[name] = ev
+        r.sink = sink
+    return texts, dones, order
+
+
+def test_sliced_batches_decode_what_one_generate_call_decodes(tiny):
+    """Prompts read into the KV cache in chunks and new tokens made a few per turn give, row for row, the
+    greedy reply of ``model.generate`` run on that prompt and adapter alone (plain transformers)."""
+    from text2lora.inject import apply_adapters
+    from text2lora.serve.batcher import Batcher, GenRequest
+
+    _, base, gen = tiny
+    tok = base.tokenizer
+    prompts = ["short one", " ".join(["a few more words here"] * 2), " ".join(["and a longer prompt"] * 4)]
+    adapters = [gen.generate("Add two numbers."), None, gen.generate("Translate English to French.")]
+    ids = [tok(p)["input_ids"] for p in prompts]
+    assert len({len(i) for i in ids}) == 3 and max(len(i) for i in ids) <= 64  # one length bucket, one batch
+    expected = []
+    for i, a in zip(ids, adapters):
+        applied = apply_adapters(base.model, a, base.spec) if a is not None else contextlib.nullcontext()
+        with torch.no_grad(), applied:
+            out = base.model.generate(torch.tensor([i]), max_new_tokens=12, do_sample=False,
+                                      pad_token_id=base.tokenizer.pad_token_id)[0, len(i):].tolist()
+        stop = next((k for k, t in enumerate(out) if t in set(base.end_ids)), len(out))
+        expected.append(tok.decode(out[:stop], skip_special_tokens=True))
+    reqs = {f"r{k}": GenRequest(i, a, None, 12) for k, (i, a) in enumerate(zip(ids, adapters))}
+    texts, dones, _ = _collect_events(reqs)
+    b = Batcher(base, max_batch=8, wait_ms=500, slice_tokens=3, prefill_chunk=7)
+    try:
+        for r in reqs.values():
+            b.submit(r)
+        deadline = time.monotonic() + 300
+        while len(dones) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.close()
+    assert {d.batch_size for d in dones.values()} == {3}  # they did share one batch
+    assert [texts[f"r{k}"] for k in range(3)] == expected
+    assert any(e for e in expected)  # the replies are not all empty
+
+
+def test_a_short_request_does_not_wait_for_a_long_batch_to_finish(tiny):
+    """A long batch (400-token prompt, 200 new tokens) is already running when a short request arrives;
+    the short one gets its own batch and ends while the long one still runs: its 'done' comes first."""
+    from text2lora.serve.batcher import Batcher, GenRequest
+
+    _, base, _ = tiny
+    tok = base.tokenizer
+    long_ids, short_ids = tok(" ".join(["long"] * 400))["input_ids"], tok("hi")["input_ids"]
+    reqs = {"long": GenRequest(long_ids, None, None, 200, stop=["\u2603 never"]),
+            "short": GenRequest(short_ids, None, None, 2)}
+    _, dones, order = _collect_events(reqs)
+    b = Batcher(base, max_batch=8, wait_ms=0, slice_tokens=8, prefill_chunk=64)
+    try:
+        b.submit(reqs["long"])
+        deadline = time.monotonic() + 300
+        while b.snapshot()["batches"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        b.submit(reqs["short"])  # the long batch has started
+        while len(dones) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.close()
+    assert dones["long"].completion_tokens == 200  # it ran its whole length (no early end of answer)
+    assert dones["short"].completion_tokens == 2 and dones["short"].batch_id != dones["long"].batch_id
+    assert order == ["short", "long"]
 
 
 def test_a_non_streaming_client_that_disconnects_stops_its_generation(tiny):

@@ -14,10 +14,13 @@ later positions are padding) while the other rows go on.
 Only requests with the same sampling settings and prompts of similar length share a
 batch (greedy with greedy, same temperature/top-p together; prompt lengths in the same
 power-of-two bucket, all prompts up to 64 tokens in one), so a short prompt is never
-padded to a long one's length; the oldest waiting request's group runs first, the
-others wait for the next batch. Batches are static: a request that arrives while a
-batch runs joins the next one. A cancelled request (its client went away) is dropped
-before its batch starts, or its row stops at the next decoding step.
+padded to a long one's length; the oldest waiting request's group starts first.
+Batches run in turns, a slice each (a chunk of the prompts into the batch's KV cache, or
+a few new tokens), so a short request that arrives while long prompts run starts at the
+next turn and waits for one slice of each running batch, not for the whole long batch.
+A request that arrives while a batch runs joins a later one. A cancelled request (its
+client went away) is dropped before its batch starts, or its row stops at the next
+decoding step.
 
 Because only the worker thread runs the model, and adapters are attached per row
 for the duration of one ``generate`` call, concurrent requests never see each
@@ -26,6 +29,8 @@ other's adapters.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import itertools
 import logging
 import queue
@@ -157,29 +162,66 @@ class _RowRouter:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+@dataclass(eq=False)
+class _Batch:
+    """A batch in progress: its rows, the token ids and attention mask so far, and its KV cache."""
+
+    batch_id: int
+    rows: list[_Row]
+    router: _RowRouter
+    ids: torch.Tensor
+    mask: torch.Tensor
+    prompt_len: int
+    max_new: int
+    kwargs: dict[str, Any]
+    cache: Any = None
+    prefilled: int = 0
+    generated: int = 0
+    busy_s: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.generated >= self.max_new or all(r.finish is not None for r in self.rows)
+
+
 class Batcher:
     """Owns the base model; runs queued :class:`GenRequest` s in dynamic batches on one thread.
+
+    Batches advance in turns, a slice each: up to ``prefill_chunk`` prompt tokens, or up to
+    ``slice_tokens`` new tokens, with the batch's KV cache kept between its slices. A short request that
+    arrives while long prompts run gets its own batch at the next turn (up to ``max_active`` batches run
+    side by side), so it waits for one slice of each running batch, never for a whole long batch.
 
     Args:
         base: the loaded base model.
         max_batch: most rows in one forward pass.
         wait_ms: how long to wait for another request after the last one arrived (the batch
-            starts at most ``4 * wait_ms`` after its first request).
+            starts at most ``4 * wait_ms`` after its first request) while nothing runs.
         lock: held around every use of the model (share it with code that also runs the
             model, e.g. a ``base-lm`` description encoder).
+        slice_tokens: new tokens a batch generates in one turn.
+        prefill_chunk: prompt tokens a batch reads in one turn.
+        max_active: batches in progress at once; later groups wait for one to end.
     """
 
     def __init__(self, base: BaseModel, max_batch: int = 16, wait_ms: float = 25.0,
-                 lock: threading.Lock | None = None):
+                 lock: threading.Lock | None = None, slice_tokens: int = 16, prefill_chunk: int = 256,
+                 max_active: int = 4):
+        if slice_tokens < 1 or prefill_chunk < 1 or max_active < 1:
+            raise ValueError("slice_tokens, prefill_chunk and max_active must be at least 1")
         self.base, self.max_batch, self.wait_s = base, max_batch, wait_ms / 1000.0
+        self.slice_tokens, self.prefill_chunk, self.max_active = slice_tokens, prefill_chunk, max_active
         self.lock = lock or threading.Lock()
         self._queue: queue.Queue[GenRequest | None] = queue.Queue()
         self._pending: list[GenRequest] = []
+        self._active: list[_Batch] = []
         self._ids = itertools.count(1)
         self._stats_lock = threading.Lock()
         self.stats = {"batches": 0, "rows": 0, "max_batch_size": 0, "tokens": 0, "busy_s": 0.0}
         self.eos_ids = set(base.end_ids)  # the template's end of turn + the EOS ids (base.end_of_answer_ids)
         self.pad_id = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        params = inspect.signature(base.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
         self._thread = threading.Thread(target=self._loop, name="t2l-batcher", daemon=True)
         self._stopped = False
         self._thread.start()
@@ -192,7 +234,7 @@ class Batcher:
         self._queue.put(req)
 
     def close(self) -> None:
-        """Stop the worker after the batch in progress."""
+        """Stop the worker once the batches in progress and the queued requests are done."""
         self._stopped = True
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -203,29 +245,44 @@ class Batcher:
             return dict(self.stats)
 
     # ------------------------------------------------------------------ worker
+    def _take(self, item: GenRequest | None) -> None:
+        if item is None:
+            self._stopped = True
+        else:
+            self._pending.append(item)
+
     def _collect(self) -> list[GenRequest] | None:
-        """Block for the first request, then gather compatible ones while they keep arriving."""
-        if not self._pending:
-            item = self._queue.get()
-            if item is None:
-                return None
-            self._pending.append(item)
-        start = time.monotonic()
-        deadline = start + self.wait_s
-        while True:
-            key = self._pending[0].batch_key()
-            if sum(r.batch_key() == key for r in self._pending) >= self.max_batch:
-                break
-            timeout = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._stopped = True
-                break
-            self._pending.append(item)
-            deadline = min(time.monotonic() + self.wait_s, start + 4 * self.wait_s)
+        """The next group to start: with nothing running, block for the first request and gather
+        compatible ones while they keep arriving; otherwise take what is queued now. ``None``: stopped
+        with nothing left."""
+        if self._active:
+            while True:
+                try:
+                    self._take(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not self._pending or len(self._active) >= self.max_active:
+                return []
+        else:
+            if not self._pending:
+                if self._stopped and self._queue.empty():
+                    return None
+                self._take(self._queue.get())
+                if not self._pending:
+                    return None
+            start = time.monotonic()
+            deadline = start + self.wait_s
+            while not self._stopped:
+                key = self._pending[0].batch_key()
+                if sum(r.batch_key() == key for r in self._pending) >= self.max_batch:
+                    break
+                timeout = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._take(item)
+                deadline = min(time.monotonic() + self.wait_s, start + 4 * self.wait_s)
         key = self._pending[0].batch_key()
         batch = [r for r in self._pending if r.batch_key() == key][: self.max_batch]
         taken = {id(r) for r in batch}
@@ -246,18 +303,26 @@ class Batcher:
                 return
             batch = [r for r in batch if not r.cancelled.is_set()]
             if batch:
-                try:
-                    self._run(batch)
-                except BaseException as e:  # noqa: BLE001 - reported to every request of the batch
-                    log.exception("batched generation failed")
-                    for r in batch:
-                        r.sink(Event("error", error=e))
-            if self._stopped and not self._pending and self._queue.empty():
-                return
+                self._active.append(self._start(batch))
+            if not self._active:
+                continue
+            b = self._active.pop(0)  # round robin: one slice of the batch whose turn it is
+            try:
+                self._advance(b)
+            except BaseException as e:  # noqa: BLE001 - reported to every open request of the batch
+                log.exception("batched generation failed")
+                for row in b.rows:
+                    if row.finish is None:
+                        row.finish = "error"
+                        row.req.sink(Event("error", error=e))
+                b.max_new = 0
+            if b.done:
+                self._end(b)
+            else:
+                self._active.append(b)
 
-    def _run(self, reqs: list[GenRequest]) -> None:
+    def _start(self, reqs: list[GenRequest]) -> _Batch:
         batch_id = next(self._ids)
-        t0 = time.perf_counter()
         rows = [_Row(r) for r in reqs]
         n = len(reqs)
         ids, mask = pad_batch([r.prompt_ids for r in reqs], self.pad_id, left=True)
@@ -270,22 +335,54 @@ class Batcher:
         from transformers import StoppingCriteriaList
 
         temperature, top_p = reqs[0].sampling_key()
-        kwargs: dict[str, Any] = dict(max_new_tokens=max(r.max_tokens for r in reqs), pad_token_id=self.pad_id,
-                                      stopping_criteria=StoppingCriteriaList([router]), do_sample=temperature > 0)
+        kwargs: dict[str, Any] = dict(pad_token_id=self.pad_id, stopping_criteria=StoppingCriteriaList([router]),
+                                      do_sample=temperature > 0, return_dict_in_generate=True)
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        adapters = [r.adapter for r in reqs]
         dev = self.base.device
-        with self.lock, torch.inference_mode():
-            if all(a is None for a in adapters):
-                self.base.model.generate(ids.to(dev), attention_mask=mask.to(dev), **kwargs)
+        return _Batch(batch_id, rows, router, ids.to(dev), mask.to(dev), ids.shape[1],
+                      max(r.max_tokens for r in reqs), kwargs)
+
+    def _advance(self, b: _Batch) -> None:
+        """One slice of ``b``: a chunk of its prompt into the KV cache, or up to ``slice_tokens`` new tokens."""
+        from transformers import DynamicCache
+
+        t0 = time.perf_counter()
+        for row in b.rows:  # a client that went away before its first token is not waited for
+            if row.finish is None and row.req.cancelled.is_set():
+                row.finish = "cancelled"
+        if b.done:
+            return
+        model = self.base.model
+        adapters = [r.req.adapter for r in b.rows]
+        applied = (contextlib.nullcontext() if all(a is None for a in adapters)
+                   else apply_adapters(model, adapters, self.base.spec))
+        with self.lock, torch.inference_mode(), applied:
+            if b.cache is None:
+                b.cache = DynamicCache(config=model.config)
+            if b.prompt_len - b.prefilled > self.prefill_chunk:  # a long prompt: read one chunk of it
+                p, c = b.prefilled, self.prefill_chunk
+                pos = (b.mask.long().cumsum(-1) - 1).clamp_min(0)
+                model(input_ids=b.ids[:, p:p + c], attention_mask=b.mask[:, :p + c], position_ids=pos[:, p:p + c],
+                      use_cache=True, **{self._cache_kw: b.cache})
+                b.prefilled += c
             else:
-                with apply_adapters(self.base.model, adapters, self.base.spec):
-                    self.base.model.generate(ids.to(dev), attention_mask=mask.to(dev), **kwargs)
-        for row in rows:  # rows still open ran out of max_new_tokens (or generate stopped on EOS for them)
+                n = min(self.slice_tokens, b.max_new - b.generated)
+                out = model.generate(b.ids, attention_mask=b.mask, max_new_tokens=n, **{self._cache_kw: b.cache},
+                                     **b.kwargs)
+                new = out.sequences.shape[1] - b.ids.shape[1]
+                b.ids = out.sequences
+                b.mask = torch.cat([b.mask, b.mask.new_ones(b.mask.shape[0], new)], 1)
+                b.cache = out[self._cache_kw] if self._cache_kw in out else b.cache
+                b.prefilled, b.generated = b.prompt_len, b.generated + new
+        b.busy_s += time.perf_counter() - t0
+
+    def _end(self, b: _Batch) -> None:
+        for row in b.rows:  # rows still open ran out of max_new_tokens (or generate stopped on EOS for them)
             if row.finish is None:
-                router.finish(row, "length" if len(row.ids) >= row.req.max_tokens else "stop")
+                b.router.finish(row, "length" if len(row.ids) >= row.req.max_tokens else "stop")
+        b.cache = None
         with self._stats_lock:
-            s["tokens"] += sum(len(r.ids) for r in rows)
-            s["busy_s"] += time.perf_counter() - t0
-        log.debug("batch %d: %d rows in %.3fs", batch_id, n, time.perf_counter() - t0)
+            self.stats["tokens"] += sum(len(r.ids) for r in b.rows)
+            self.stats["busy_s"] += b.busy_s
+        log.debug("batch %d: %d rows in %.3fs", b.batch_id, len(b.rows), b.busy_s)
