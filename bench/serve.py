@@ -13,9 +13,11 @@ answer in a token or two (it learned short answers), which would measure prefill
 
 ``--adversarial`` measures instead what long prompts do to a short request (results in
 ``bench/results/serve_adversarial.json``): the latency of a short chat request alone, sent just before
-``--long`` prompts of ``--long-tokens`` tokens (the same batching window), and sent while they already run;
-each with the server's length-bucketed batching and with it turned off (every request in one padded
-batch, as the server batched before); and beside prompts over ``--max-prompt-tokens``, which are refused.
+``--long`` prompts of ``--long-tokens`` tokens (the same batching window), just after them, and while
+they already run; with the server's length-bucketed batching and with it turned off (every request in
+one padded batch), with batches run in slices and without (static batches: a batch runs its prompts
+and all its new tokens in one turn, as the server did before); and beside prompts over
+``--max-prompt-tokens``, which are refused.
 The batching window is 400 ms unless ``--batch-wait-ms`` is given, so that requests sent 100 ms apart share
 one window even on a loaded machine (each request then waits up to that long for company).
 Usage: python bench/serve.py [--rounds 3] [--max-tokens 32] [--misses 8]
@@ -114,24 +116,30 @@ def adversarial(args: argparse.Namespace) -> int:
 
         http = httpx.Client(timeout=1800)  # one client, made up front: a new one takes long to start under load
 
-        def short() -> tuple[float, int, int]:
+        def short() -> tuple[float, int, int, float]:
             t0 = time.perf_counter()
             r = client.chat.completions.create(model="base", max_tokens=args.short_tokens, temperature=0,
                                                messages=[{"role": "user", "content": "What is 12 + 7?"}])
-            return (time.perf_counter() - t0) * 1000, r.t2l["batch_size"], r.t2l["batch_id"]
+            t1 = time.perf_counter()
+            return (t1 - t0) * 1000, r.t2l["batch_size"], r.t2l["batch_id"], t1
 
-        def long(text: str) -> tuple[float, int, int | None]:
+        def long(text: str) -> tuple[float, int, int | None, float]:
             t0 = time.perf_counter()
             r = http.post(srv.url + "/v1/completions", json={
                 "model": "base", "prompt": text, "max_tokens": args.long_max_tokens, "temperature": 0})
-            return (time.perf_counter() - t0) * 1000, r.status_code, r.json().get("t2l", {}).get("batch_id")
+            t1 = time.perf_counter()
+            return (t1 - t0) * 1000, r.status_code, r.json().get("t2l", {}).get("batch_id"), t1
 
         gap = engine.config.batch_wait_ms / 4000  # requests this far apart land in one batching window
 
-        def scenario(name: str, buckets: bool, text: str | None, order: str) -> None:
+        slicing = (engine.batcher.slice_tokens, engine.batcher.prefill_chunk)
+
+        def scenario(name: str, buckets: bool, text: str | None, order: str, slices: bool = True) -> None:
             """``order``: "short first" / "long first" (``gap`` apart, one batching window) or "while running"
-            (the short request is sent once the long prompts' batch has started)."""
+            (the short request is sent once the long prompts' batch has started). Without ``slices`` a batch
+            runs its prompts and all its new tokens in one turn (static batches)."""
             GenRequest.batch_key = bucketed if buckets else (lambda self: self.sampling_key())
+            engine.batcher.slice_tokens, engine.batcher.prefill_chunk = slicing if slices else (10**9, 10**9)
             with ThreadPoolExecutor(args.long + 1) as ex:
                 longs, s = [], None
                 if order == "short first":
@@ -148,13 +156,18 @@ def adversarial(args: argparse.Namespace) -> int:
                     else:
                         time.sleep(gap)
                 s = s or ex.submit(short)
-                ms, size, batch = s.result()
+                ms, size, batch, end = s.result()
                 done = [f.result() for f in longs]
             GenRequest.batch_key = bucketed
+            engine.batcher.slice_tokens, engine.batcher.prefill_chunk = slicing
             long_batches = {d[2] for d in done if d[2] is not None}
             ran = ("alone" if not long_batches else "with them" if batch in long_batches else
-                   "before them" if batch < min(long_batches) else "after them")
+                   "started before them" if batch < min(long_batches) else "started after them")
+            if long_batches:
+                ran += ", ended " + ("before them" if end < min(d[3] for d in done if d[2] is not None)
+                                     else "after them")
             rows.append({"short request sent": name, "length buckets": "on" if buckets else "off",
+                         "batches in slices": "on" if slices else "off",
                          "short ms": round(ms), "short's batch size": size, "short ran": ran,
                          "long ms (mean)": round(statistics.mean(d[0] for d in done)) if done else "",
                          "long status": ",".join(sorted({str(d[1]) for d in done})) if done else ""})
@@ -163,15 +176,18 @@ def adversarial(args: argparse.Namespace) -> int:
         short()  # warm-up
         scenario("alone", True, None, "alone")
         n, k = args.long, args.long_tokens
-        for order, when in (("short first", "just before"), ("long first", "just after")):
-            for buckets in (True, False):
-                scenario(f"{when} {n} x {k}-token prompts (same batching window)", buckets, long_text, order)
-        scenario(f"while {n} x {k}-token prompts run", True, long_text, "while running")
+        for buckets in (True, False):
+            scenario(f"just before {n} x {k}-token prompts (same batching window)", buckets, long_text, "short first")
+        scenario(f"just after {n} x {k}-token prompts (same batching window)", False, long_text, "long first")
+        for slices in (True, False):
+            scenario(f"just after {n} x {k}-token prompts (same batching window)", True, long_text, "long first",
+                     slices)
+            scenario(f"while {n} x {k}-token prompts run", True, long_text, "while running", slices)
         scenario(f"beside {n} x {args.max_prompt_tokens + 512}-token prompts (over the limit: refused)", True,
                  over_text, "long first")
         http.close()
-    cols = ["short request sent", "length buckets", "short ms", "short's batch size", "short ran", "long ms (mean)",
-            "long status"]
+    cols = ["short request sent", "length buckets", "batches in slices", "short ms", "short's batch size", "short ran",
+            "long ms (mean)", "long status"]
     print(f"\nbase {args.base}, {torch.get_num_threads()} torch thread(s); short request: chat, max_tokens "
           f"{args.short_tokens}; long prompts: /v1/completions, max_tokens {args.long_max_tokens}; "
           f"--max-prompt-tokens {args.max_prompt_tokens}; --batch-wait-ms {wait_ms:g}\n")

@@ -145,3 +145,20 @@ def test_unwritable_out_path_exits_2_naming_it(where, tmp_path, tiny_ckpt):
     assert "Traceback" not in proc.stderr and "t2l: error:" in proc.stderr
     assert str(out) in proc.stderr or str(out.parent) in proc.stderr
     assert afile.read_text() == "user data\n"  # nothing of the user's touched
+
+
+def test_chat_engine_flags_are_checked_before_anything_loads(tmp_path, tiny_ckpt, monkeypatch, capsys):
+    """--base-gguf without the llama.cpp engine, and the llama.cpp engine without llama-cpp-python: one line
+    each, exit 2, saying what to do (no model is loaded first)."""
+    import importlib.util
+
+    from text2lora import chat_llama_cpp
+
+    assert main(["chat", "--model", str(tiny_ckpt), "--base-gguf", "x.gguf", "--message", "hi"]) == 2
+    assert "--engine llama.cpp" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(chat_llama_cpp.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    assert main(["chat", "--model", str(tiny_ckpt), "--engine", "llama.cpp", "--message", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "llama-cpp-python" in err and "T2L_LLAMA_CPP=1" in err and "Traceback" not in err

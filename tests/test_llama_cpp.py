@@ -103,7 +103,7 @@ def setup(tmp_path_factory):
     ids = [base.tokenizer(base.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in PROMPTS]
     peft_model = PeftModel.from_pretrained(base.model, str(tmp / "peft"))
     peft_model.eval()
-    return dict(base_model=base.model, peft=peft_model, ids=ids,
+    return dict(base=base, adapter=adapter, base_model=base.model, peft=peft_model, ids=ids,
                 cpp_base=_LlamaCpp(base_gguf), cpp_lora=_LlamaCpp(base_gguf, str(gguf_adapter)))
 
 
@@ -141,3 +141,26 @@ def test_llama_cpp_greedy_tokens_match_peft(setup):
         with peft_model.disable_adapter():
             changed += _torch_greedy(peft_model, seq, GREEDY_STEPS) != want
     print(f"\nprompts whose first {GREEDY_STEPS} greedy tokens the adapter changes: {changed}/{len(ids)}")
+
+
+def test_chat_engine_replies_with_the_peft_models_greedy_tokens(setup):
+    """``t2l chat --engine llama.cpp``'s engine: for each prompt, the reply's first tokens are the PyTorch +
+    PEFT model's greedy tokens, decoded, with the adapter and without it."""
+    from text2lora.chat_llama_cpp import LlamaCppChat
+
+    base, peft_model, tok = setup["base"], setup["peft"], setup["base"].tokenizer
+    end = set(base.end_ids)
+
+    def text(tokens: list[int]) -> str:
+        cut = next((i for i, t in enumerate(tokens) if t in end), len(tokens))
+        return tok.decode(tokens[:cut], skip_special_tokens=True)
+
+    with LlamaCppChat(base, n_threads=2, n_ctx=512) as chat:
+        for adapter in (setup["adapter"], None):  # one model load each
+            for prompt, seq in zip(PROMPTS, setup["ids"]):
+                if adapter is None:
+                    with peft_model.disable_adapter():
+                        want = text(_torch_greedy(peft_model, seq, GREEDY_STEPS))
+                else:
+                    want = text(_torch_greedy(peft_model, seq, GREEDY_STEPS))
+                assert "".join(chat.stream(prompt, adapter, max_new_tokens=GREEDY_STEPS)) == want

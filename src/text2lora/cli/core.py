@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from .._io import check_replaceable
@@ -176,9 +177,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from ..chat import stream_chat
     from ..generator import TextToLoRA
 
+    if args.engine == "llama.cpp":
+        from ..chat_llama_cpp import require_llama_cpp
+
+        require_llama_cpp()  # before minutes of loading
+    elif args.base_gguf:
+        raise ConfigError("--base-gguf is the llama.cpp engine's base file; add --engine llama.cpp or drop it")
     gen = TextToLoRA.from_pretrained(args.model)
     base = load_base(args.base or gen.base_spec.name, target_modules=gen.base_spec.module_names)
     gen = TextToLoRA.from_pretrained(args.model, base=base)
+    if args.engine == "llama.cpp":
+        from ..chat_llama_cpp import LlamaCppChat
+
+        stream = LlamaCppChat(base, args.base_gguf).stream
+    else:
+        stream = partial(stream_chat, base)
     adapter = None
     if args.description:
         adapter = gen.generate(args.description)
@@ -188,8 +201,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     def reply(msg: str) -> None:
         history.append({"role": "user", "content": msg})
         parts = []
-        for piece in stream_chat(base, history, adapter, max_new_tokens=args.max_new_tokens,
-                                 temperature=args.temperature):
+        for piece in stream(history, adapter, max_new_tokens=args.max_new_tokens, temperature=args.temperature):
             parts.append(piece)
             print(piece, end="", flush=True)
         print()
@@ -275,4 +287,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--message", help="send one message, print the reply and exit")
     p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--engine", choices=["torch", "llama.cpp"], default="torch",
+                   help="torch: PyTorch float32 on the dequantized base (default); llama.cpp: the base's GGUF file "
+                        "with the adapter as a GGUF LoRA, through llama-cpp-python (faster on a CPU)")
+    p.add_argument("--base-gguf", help="--engine llama.cpp: the base's GGUF file (default: the embedded base's, or "
+                                       "the .gguf file --base names)")
     p.set_defaults(func=cmd_chat)
