@@ -148,12 +148,10 @@ def test_chat_engine_replies_with_the_peft_models_greedy_tokens(setup):
     PEFT model's greedy tokens, decoded, with the adapter and without it."""
     from text2lora.chat_llama_cpp import LlamaCppChat
 
-    base, peft_model, tok = setup["base"], setup["peft"], setup["base"].tokenizer
-    end = set(base.end_ids)
+    base, peft_model = setup["base"], setup["peft"]
 
     def text(tokens: list[int]) -> str:
-        cut = next((i for i, t in enumerate(tokens) if t in end), len(tokens))
-        return tok.decode(tokens[:cut], skip_special_tokens=True)
+        return _reply_text(base, tokens)
 
     with LlamaCppChat(base, n_threads=2, n_ctx=512) as chat:
         for adapter in (setup["adapter"], None):  # one model load each
@@ -164,3 +162,49 @@ def test_chat_engine_replies_with_the_peft_models_greedy_tokens(setup):
                 else:
                     want = text(_torch_greedy(peft_model, seq, GREEDY_STEPS))
                 assert "".join(chat.stream(prompt, adapter, max_new_tokens=GREEDY_STEPS)) == want
+
+
+def test_web_ui_chats_through_llama_cpp(setup):
+    """``t2l ui --engine llama.cpp``: the page's send action (called through gradio_client, as the browser
+    does) answers on both sides with the PyTorch + PEFT model's greedy tokens, without and with the adapter."""
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    import text2lora as t2l
+    from text2lora.chat_llama_cpp import LlamaCppChat
+    from text2lora.serve.engine import Engine
+    from text2lora.serve.ui import build_app
+
+    base, peft_model = setup["base"], setup["peft"]
+    engine = Engine(base, t2l.TextToLoRA.from_pretrained(base=base))
+    adapter, info, _ = engine.adapter(DESCRIPTION)
+    seq = setup["ids"][0]
+    want = _reply_text(base, _torch_greedy(peft_model, seq, GREEDY_STEPS))
+    with peft_model.disable_adapter():
+        want_base = _reply_text(base, _torch_greedy(peft_model, seq, GREEDY_STEPS))
+    with LlamaCppChat(base, n_threads=2, n_ctx=512) as cpp:
+        app = build_app(engine, max_new_tokens=GREEDY_STEPS, llama_cpp=cpp)
+        app.queue()
+        _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, ssr_mode=False)
+        try:
+            client = gradio_client.Client(url, verbose=False)
+            base_chat, ad_chat, _ = client.predict(PROMPTS[0], info.id, [], [], api_name="/send")
+        finally:
+            app.close()
+    assert adapter.digest() == engine.adapter(adapter_id=info.id)[0].digest()
+    assert want != want_base  # the adapter changes the reply, so the two sides tell the engines apart
+    assert _content(base_chat[-1]).strip() == want_base.strip()
+    assert _content(ad_chat[-1]).strip() == want.strip()
+
+
+def _reply_text(base, tokens: list[int]) -> str:
+    """The reply ``tokens`` spell, up to the first end-of-answer token."""
+    cut = next((i for i, t in enumerate(tokens) if t in set(base.end_ids)), len(tokens))
+    return base.tokenizer.decode(tokens[:cut], skip_special_tokens=True)
+
+
+def _content(message) -> str:
+    """A chatbot message's text (gradio returns content as a string or a list of text parts)."""
+    content = message["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return content

@@ -55,7 +55,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
     _require("gradio")
     from ..serve.ui import launch
 
-    launch(_engine(args), host=args.host, port=args.port, share=False, max_new_tokens=args.default_max_tokens)
+    cpp = None
+    if args.engine == "llama.cpp":
+        from ..chat_llama_cpp import require_llama_cpp
+
+        require_llama_cpp()  # before minutes of loading
+    elif args.base_gguf:
+        raise ConfigError("--base-gguf is the llama.cpp engine's base file; add --engine llama.cpp or drop it")
+    engine = _engine(args)
+    if args.engine == "llama.cpp":
+        from ..chat_llama_cpp import LlamaCppChat
+
+        cpp = LlamaCppChat(engine.base, args.base_gguf)
+    launch(engine, host=args.host, port=args.port, share=False, max_new_tokens=args.default_max_tokens,
+           llama_cpp=cpp)
     return 0
 
 
@@ -99,4 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Gradio app: type a task description, click Generate, and chat with the "
                        "base model and the adapted model side by side.")
     _common(p, 7860)
+    p.add_argument("--engine", choices=["torch", "llama.cpp"], default="torch",
+                   help="torch: the chats run in the server's batcher (default); llama.cpp: through llama-cpp-python, "
+                        "the base's GGUF file with the adapter as a GGUF LoRA")
+    p.add_argument("--base-gguf", help="--engine llama.cpp: the base's GGUF file (default: the embedded base's)")
     p.set_defaults(func=cmd_ui)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import shutil
 import tempfile
 from pathlib import Path
@@ -83,12 +84,33 @@ class _UIState:
         return f"**Active adapter** `{info.id}`, {how}  \n**Description:** {info.description}"
 
 
-def build_app(engine: Engine, max_new_tokens: int = 128) -> Any:
-    """The Gradio Blocks app for ``engine`` (not launched)."""
+def _llama_cpp_sides(cpp: Any, lock: threading.Lock, sides: list[tuple[str, list, Any]], max_new_tokens: int,
+                     q: queue.Queue, stop: threading.Event) -> None:
+    """Stream each side's reply from ``cpp`` (a :class:`~text2lora.chat_llama_cpp.LlamaCppChat`), one side
+    after the other, as ``(side, Event)`` pairs on ``q``, the way the batcher reports them."""
+    from .batcher import Event
+
+    side = sides[0][0]
+    try:
+        with lock:  # one llama.cpp model, one reply at a time
+            for side, history, adapter in sides:
+                for piece in cpp.stream(history, adapter, max_new_tokens=max_new_tokens):
+                    if stop.is_set():
+                        return
+                    q.put((side, Event("text", piece)))
+                q.put((side, Event("done")))
+    except BaseException as e:  # noqa: BLE001 - shown in the page
+        q.put((side, Event("error", error=e)))
+
+
+def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) -> Any:
+    """The Gradio Blocks app for ``engine`` (not launched). With ``llama_cpp`` (a
+    :class:`~text2lora.chat_llama_cpp.LlamaCppChat`) the chats run in llama.cpp instead of the batcher."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     st = _UIState(engine)
+    cpp_lock = threading.Lock()
 
     def generate(description: str):
         if not description or not description.strip():
@@ -114,14 +136,21 @@ def build_app(engine: Engine, max_new_tokens: int = 128) -> Any:
         replies = {"base": "", "adapted": ""}
         adapter = engine.adapter(adapter_id=adapter_id)[0] if adapter_id else None
         q: queue.Queue = queue.Queue()
-        reqs = [engine.submit(engine.chat_ids(base_hist), None, lambda ev: q.put(("base", ev)), max_new_tokens)]
-        open_sides = {"base"}
+        open_sides = {"base"} if adapter is None else {"base", "adapted"}
         if adapter is None:
             replies["adapted"] = NO_ADAPTER
+        stop = threading.Event()
+        reqs = []
+        if llama_cpp is not None:
+            sides = [("base", base_hist, None)] + ([("adapted", ad_hist, adapter)] if adapter is not None else [])
+            threading.Thread(target=_llama_cpp_sides, args=(llama_cpp, cpp_lock, sides, max_new_tokens, q, stop),
+                             daemon=True).start()
         else:  # submitted together: both rows run in the same batched forward pass
-            reqs.append(engine.submit(engine.chat_ids(ad_hist), adapter, lambda ev: q.put(("adapted", ev)),
+            reqs.append(engine.submit(engine.chat_ids(base_hist), None, lambda ev: q.put(("base", ev)),
                                       max_new_tokens))
-            open_sides.add("adapted")
+            if adapter is not None:
+                reqs.append(engine.submit(engine.chat_ids(ad_hist), adapter, lambda ev: q.put(("adapted", ev)),
+                                          max_new_tokens))
 
         def view():
             return (base_hist + [{"role": "assistant", "content": replies["base"]}],
@@ -141,6 +170,7 @@ def build_app(engine: Engine, max_new_tokens: int = 128) -> Any:
                         replies[side] = "*(empty reply)*"
                 yield view()
         finally:
+            stop.set()
             for r in reqs:
                 r.cancelled.set()
 
@@ -175,9 +205,9 @@ def build_app(engine: Engine, max_new_tokens: int = 128) -> Any:
 
 
 def launch(engine: Engine, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           max_new_tokens: int = 128, block: bool = True) -> Any:
-    """Build and launch the app (blocking unless ``block=False``)."""
-    app = build_app(engine, max_new_tokens=max_new_tokens)
+           max_new_tokens: int = 128, block: bool = True, llama_cpp: Any = None) -> Any:
+    """Build and launch the app (blocking unless ``block=False``); ``llama_cpp`` as in :func:`build_app`."""
+    app = build_app(engine, max_new_tokens=max_new_tokens, llama_cpp=llama_cpp)
     app.queue(default_concurrency_limit=8)
     print(f"t2l ui on http://{host}:{port}", flush=True)
     return app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
