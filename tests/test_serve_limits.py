@@ -236,41 +236,9 @@ def test_adapter_dir_quota_evicts_least_recently_used_and_only_own_directories(t
 
 # ----------------------------------------------------------------------------- batching and cancellation
 
-def test_short_prompts_are_not_batched_with_long_ones(tiny):
-    from text2lora.serve.batcher import Batcher, GenRequest
-
-    _, base, _ = tiny
-    tok = base.tokenizer
-    long_ids = tok(" ".join(["long"] * 400))["input_ids"]
-    short_ids = tok("hi")["input_ids"]
-    assert len(long_ids) > 256 and len(short_ids) < 64
-    done: dict[str, object] = {}
-    lock = threading.Lock()
-
-    def sink(name):
-        def put(ev):
-            if ev.kind == "done":
-                with lock:
-                    done[name] = ev
-        return put
-
-    b = Batcher(base, max_batch=8, wait_ms=500)
-    try:
-        reqs = [GenRequest(long_ids, None, sink("long1"), 2), GenRequest(long_ids, None, sink("long2"), 2),
-                GenRequest(short_ids, None, sink("short"), 2)]
-        for r in reqs:
-            b.submit(r)
-        deadline = time.monotonic() + 120
-        while len(done) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        b.close()
-    assert done["long1"].batch_id == done["long2"].batch_id and done["long1"].batch_size == 2
-    assert done["short"].batch_id != done["long1"].batch_id and done["short"].batch_size == 1
-
-
 def _collect_events(reqs):
-    """Submit ``reqs`` (name -> GenRequest) and wait for every one's ``done``; returns (texts, dones, order)."""
+    """Point each request's sink (``reqs``: name -> GenRequest) at shared records; returns (texts so far,
+    the final event by name, names in the order they ended)."""
     lock = threading.Lock()
     texts: dict[str, str] = {name: "" for name in reqs}
     dones: dict[str, object] = {}
@@ -289,11 +257,43 @@ def _collect_events(reqs):
     return texts, dones, order
 
 
+def _serve_all(base, reqs, **batcher_kw):
+    """Run ``reqs`` (name -> GenRequest) through a fresh Batcher and wait for them all to end."""
+    from text2lora.serve.batcher import Batcher
+
+    texts, dones, order = _collect_events(reqs)
+    b = Batcher(base, **batcher_kw)
+    try:
+        for r in reqs.values():
+            b.submit(r)
+        deadline = time.monotonic() + 300
+        while len(dones) < len(reqs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.close()
+    return texts, dones, order
+
+
+def test_short_prompts_are_not_batched_with_long_ones(tiny):
+    from text2lora.serve.batcher import GenRequest
+
+    _, base, _ = tiny
+    tok = base.tokenizer
+    long_ids = tok(" ".join(["long"] * 400))["input_ids"]
+    short_ids = tok("hi")["input_ids"]
+    assert len(long_ids) > 256 and len(short_ids) < 64
+    reqs = {"long1": GenRequest(long_ids, None, None, 2), "long2": GenRequest(long_ids, None, None, 2),
+            "short": GenRequest(short_ids, None, None, 2)}
+    _, done, _ = _serve_all(base, reqs, max_batch=8, wait_ms=500)
+    assert done["long1"].batch_id == done["long2"].batch_id and done["long1"].batch_size == 2
+    assert done["short"].batch_id != done["long1"].batch_id and done["short"].batch_size == 1
+
+
 def test_sliced_batches_decode_what_one_generate_call_decodes(tiny):
     """Prompts read into the KV cache in chunks and new tokens made a few per turn give, row for row, the
     greedy reply of ``model.generate`` run on that prompt and adapter alone (plain transformers)."""
     from text2lora.inject import apply_adapters
-    from text2lora.serve.batcher import Batcher, GenRequest
+    from text2lora.serve.batcher import GenRequest
 
     _, base, gen = tiny
     tok = base.tokenizer
@@ -310,16 +310,7 @@ def test_sliced_batches_decode_what_one_generate_call_decodes(tiny):
         stop = next((k for k, t in enumerate(out) if t in set(base.end_ids)), len(out))
         expected.append(tok.decode(out[:stop], skip_special_tokens=True))
     reqs = {f"r{k}": GenRequest(i, a, None, 12) for k, (i, a) in enumerate(zip(ids, adapters))}
-    texts, dones, _ = _collect_events(reqs)
-    b = Batcher(base, max_batch=8, wait_ms=500, slice_tokens=3, prefill_chunk=7)
-    try:
-        for r in reqs.values():
-            b.submit(r)
-        deadline = time.monotonic() + 300
-        while len(dones) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        b.close()
+    texts, dones, _ = _serve_all(base, reqs, max_batch=8, wait_ms=500, slice_tokens=3, prefill_chunk=7)
     assert {d.batch_size for d in dones.values()} == {3}  # they did share one batch
     assert [texts[f"r{k}"] for k in range(3)] == expected
     assert any(e for e in expected)  # the replies are not all empty

@@ -205,7 +205,7 @@ class Batcher:
     """
 
     def __init__(self, base: BaseModel, max_batch: int = 16, wait_ms: float = 25.0,
-                 lock: threading.Lock | None = None, slice_tokens: int = 16, prefill_chunk: int = 256,
+                 lock: threading.Lock | None = None, slice_tokens: int = 16, prefill_chunk: int = 64,
                  max_active: int = 4):
         if slice_tokens < 1 or prefill_chunk < 1 or max_active < 1:
             raise ValueError("slice_tokens, prefill_chunk and max_active must be at least 1")
@@ -302,8 +302,8 @@ class Batcher:
             if batch is None:
                 return
             batch = [r for r in batch if not r.cancelled.is_set()]
-            if batch:
-                self._active.append(self._start(batch))
+            if batch:  # a new batch takes the next turn: a short request starts at once
+                self._active.insert(0, self._start(batch))
             if not self._active:
                 continue
             b = self._active.pop(0)  # round robin: one slice of the batch whose turn it is
