@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,11 +53,13 @@ class LlamaCppChat:
         read_base(self.gguf)  # a missing or unreadable file: one line naming it, before llama.cpp sees it
         self.n_threads, self.n_ctx = n_threads, n_ctx
         self._tmp = tempfile.TemporaryDirectory(prefix="t2l-llama-cpp-")
-        self._loaded: tuple[str | None, Any] | None = None  # (adapter digest, Llama) of the last adapter
+        # adapter digest (None: no adapter) -> Llama, the two most recently used: the web UI alternates
+        # between the base and one adapter
+        self._loaded: OrderedDict[str | None, Any] = OrderedDict()
 
     def close(self) -> None:
         """Free the model and delete the adapter files this object wrote."""
-        self._loaded = None
+        self._loaded.clear()
         self._tmp.cleanup()
 
     def __enter__(self) -> "LlamaCppChat":
@@ -69,17 +72,19 @@ class LlamaCppChat:
         from llama_cpp import Llama
 
         key = adapter.digest() if adapter is not None else None
-        if self._loaded is not None and self._loaded[0] == key:
-            return self._loaded[1]
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
         lora = None
         if adapter is not None:
             lora = Path(self._tmp.name) / f"{key}.gguf"
             if not lora.exists():
                 adapter.save(lora, format="gguf", base_gguf=self.gguf)
-        self._loaded = None  # free the previous model before loading the next
+        while len(self._loaded) >= 2:  # free the least recently used model before loading another
+            self._loaded.popitem(last=False)
         llm = Llama(model_path=str(self.gguf), lora_path=str(lora) if lora else None, n_ctx=self.n_ctx,
                     n_threads=self.n_threads or max(1, min(8, os.cpu_count() or 1)), verbose=False)
-        self._loaded = (key, llm)
+        self._loaded[key] = llm
         return llm
 
     def stream(self, messages: list[dict[str, str]] | str, adapter: LoRAAdapter | None = None,
