@@ -143,30 +143,26 @@ def test_llama_cpp_greedy_tokens_match_peft(setup):
     print(f"\nprompts whose first {GREEDY_STEPS} greedy tokens the adapter changes: {changed}/{len(ids)}")
 
 
-def test_chat_engine_replies_with_the_peft_models_greedy_tokens(setup):
-    """``t2l chat --engine llama.cpp``'s engine: for each prompt, the reply's first tokens are the PyTorch +
-    PEFT model's greedy tokens, decoded, with the adapter and without it."""
+def test_chat_engine_replies_with_llama_cpps_greedy_tokens(setup):
+    """``t2l chat --engine llama.cpp``'s engine (prompt rendering, the adapter written and loaded, the
+    sampler, detokenising, the end of the answer): for each prompt, with the adapter and without, the reply
+    is the text of llama.cpp's own greedy tokens taken from its logits here (that those are PyTorch +
+    PEFT's with the adapter is the test above; without it the base's 4-bit weights flip near-ties such as
+    'The' / 'L' on "What is the capital of France?")."""
     from text2lora.chat_llama_cpp import LlamaCppChat
 
-    base, peft_model = setup["base"], setup["peft"]
-
-    def text(tokens: list[int]) -> str:
-        return _reply_text(base, tokens)
-
+    base = setup["base"]
     with LlamaCppChat(base, n_threads=2, n_ctx=512) as chat:
-        for adapter in (setup["adapter"], None):  # one model load each
+        for adapter, oracle in ((setup["adapter"], setup["cpp_lora"]), (None, setup["cpp_base"])):
             for prompt, seq in zip(PROMPTS, setup["ids"]):
-                if adapter is None:
-                    with peft_model.disable_adapter():
-                        want = text(_torch_greedy(peft_model, seq, GREEDY_STEPS))
-                else:
-                    want = text(_torch_greedy(peft_model, seq, GREEDY_STEPS))
+                want = _reply_text(base, oracle.greedy(seq, GREEDY_STEPS))
                 assert "".join(chat.stream(prompt, adapter, max_new_tokens=GREEDY_STEPS)) == want
 
 
 def test_web_ui_chats_through_llama_cpp(setup):
-    """``t2l ui --engine llama.cpp``: the page's send action (called through gradio_client, as the browser
-    does) answers on both sides with the PyTorch + PEFT model's greedy tokens, without and with the adapter."""
+    """``t2l ui --engine llama.cpp``: the page's generate and send actions (called through gradio_client, in
+    one session, as the browser does) answer on both sides with llama.cpp's greedy tokens, without and with
+    the adapter made from the description."""
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     import text2lora as t2l
@@ -174,23 +170,23 @@ def test_web_ui_chats_through_llama_cpp(setup):
     from text2lora.serve.engine import Engine
     from text2lora.serve.ui import build_app
 
-    base, peft_model = setup["base"], setup["peft"]
+    base = setup["base"]
     engine = Engine(base, t2l.TextToLoRA.from_pretrained(base=base))
-    adapter, info, _ = engine.adapter(DESCRIPTION)
     seq = setup["ids"][0]
-    want = _reply_text(base, _torch_greedy(peft_model, seq, GREEDY_STEPS))
-    with peft_model.disable_adapter():
-        want_base = _reply_text(base, _torch_greedy(peft_model, seq, GREEDY_STEPS))
+    want = _reply_text(base, setup["cpp_lora"].greedy(seq, GREEDY_STEPS))  # the fixture's adapter: same description
+    want_base = _reply_text(base, setup["cpp_base"].greedy(seq, GREEDY_STEPS))
     with LlamaCppChat(base, n_threads=2, n_ctx=512) as cpp:
         app = build_app(engine, max_new_tokens=GREEDY_STEPS, llama_cpp=cpp)
         app.queue()
         _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, ssr_mode=False)
         try:
             client = gradio_client.Client(url, verbose=False)
-            base_chat, ad_chat, _ = client.predict(PROMPTS[0], info.id, [], [], api_name="/send")
+            client.predict(DESCRIPTION, api_name="/generate")  # sets the session's adapter
+            base_chat, ad_chat, _ = client.predict(PROMPTS[0], [], [], api_name="/send")
         finally:
             app.close()
-    assert adapter.digest() == engine.adapter(adapter_id=info.id)[0].digest()
+    adapter, _, hit = engine.adapter(DESCRIPTION)
+    assert hit and adapter.digest() == setup["adapter"].digest()  # the page generated it: same weights
     assert want != want_base  # the adapter changes the reply, so the two sides tell the engines apart
     assert _content(base_chat[-1]).strip() == want_base.strip()
     assert _content(ad_chat[-1]).strip() == want.strip()
