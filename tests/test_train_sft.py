@@ -80,9 +80,9 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(base, 
     calls = {"n": 0}
     real = sft.lm_response_loss
 
-    def poisoned(model, batch, smoothing=0.0):
+    def poisoned(model, batch, *args):
         calls["n"] += 1
-        loss = real(model, batch, smoothing)
+        loss = real(model, batch, *args)
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(sft, "lm_response_loss", poisoned)
