@@ -10,7 +10,6 @@ at the same end-of-answer ids as everywhere else (:attr:`BaseModel.end_ids`).
 from __future__ import annotations
 
 import importlib.util
-import os
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -83,7 +82,7 @@ class LlamaCppChat:
         while len(self._loaded) >= 2:  # free the least recently used model before loading another
             self._loaded.popitem(last=False)
         llm = Llama(model_path=str(self.gguf), lora_path=str(lora) if lora else None, n_ctx=self.n_ctx,
-                    n_threads=self.n_threads or max(1, min(8, os.cpu_count() or 1)), verbose=False)
+                    n_threads=self.n_threads, verbose=False)
         self._loaded[key] = llm
         return llm
 
@@ -104,7 +103,7 @@ class LlamaCppChat:
         sent = ""
         for token in llm.generate(ids, temp=temperature, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                                   reset=True):
-            if token in end or llm.token_eos() == token:
+            if token in end:
                 break
             out.append(int(token))
             text = tok.decode(out, skip_special_tokens=True)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..errors import ConfigError
+from .core import add_engine_args, check_engine_args
 
 
 def _require(*modules: str) -> None:
@@ -55,14 +56,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     _require("gradio")
     from ..serve.ui import launch
 
-    cpp = None
-    if args.engine == "llama.cpp":
-        from ..chat_llama_cpp import require_llama_cpp
-
-        require_llama_cpp()  # before minutes of loading
-    elif args.base_gguf:
-        raise ConfigError("--base-gguf is the llama.cpp engine's base file; add --engine llama.cpp or drop it")
+    check_engine_args(args)  # before minutes of loading
     engine = _engine(args)
+    cpp = None
     if args.engine == "llama.cpp":
         from ..chat_llama_cpp import LlamaCppChat
 
@@ -112,8 +108,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Gradio app: type a task description, click Generate, and chat with the "
                        "base model and the adapted model side by side.")
     _common(p, 7860)
-    p.add_argument("--engine", choices=["torch", "llama.cpp"], default="torch",
-                   help="torch: the chats run in the server's batcher (default); llama.cpp: through llama-cpp-python, "
-                        "the base's GGUF file with the adapter as a GGUF LoRA")
-    p.add_argument("--base-gguf", help="--engine llama.cpp: the base's GGUF file (default: the embedded base's)")
+    add_engine_args(p, "the chats run in the server's batcher")
     p.set_defaults(func=cmd_ui)

@@ -172,17 +172,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_engine_args(p: argparse.ArgumentParser, torch_help: str) -> None:
+    """``--engine torch|llama.cpp`` and ``--base-gguf`` (``t2l chat`` and ``t2l ui``)."""
+    p.add_argument("--engine", choices=["torch", "llama.cpp"], default="torch",
+                   help=f"torch: {torch_help} (default); llama.cpp: the base's GGUF file with the adapter as a GGUF "
+                        "LoRA, through llama-cpp-python (faster on a CPU)")
+    p.add_argument("--base-gguf", help="--engine llama.cpp: the base's GGUF file (default: the embedded base's, or "
+                                       "the .gguf file --base names)")
+
+
+def check_engine_args(args: argparse.Namespace) -> None:
+    """Refuse a bad engine choice in one line before anything loads."""
+    if args.engine == "llama.cpp":
+        from ..chat_llama_cpp import require_llama_cpp
+
+        require_llama_cpp()
+    elif args.base_gguf:
+        raise ConfigError("--base-gguf is the llama.cpp engine's base file; add --engine llama.cpp or drop it")
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..base import load_base
     from ..chat import stream_chat
     from ..generator import TextToLoRA
 
-    if args.engine == "llama.cpp":
-        from ..chat_llama_cpp import require_llama_cpp
-
-        require_llama_cpp()  # before minutes of loading
-    elif args.base_gguf:
-        raise ConfigError("--base-gguf is the llama.cpp engine's base file; add --engine llama.cpp or drop it")
+    check_engine_args(args)  # before minutes of loading
     gen = TextToLoRA.from_pretrained(args.model)
     base = load_base(args.base or gen.base_spec.name, target_modules=gen.base_spec.module_names)
     gen = TextToLoRA.from_pretrained(args.model, base=base)
@@ -287,9 +301,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--message", help="send one message, print the reply and exit")
     p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--engine", choices=["torch", "llama.cpp"], default="torch",
-                   help="torch: PyTorch float32 on the dequantized base (default); llama.cpp: the base's GGUF file "
-                        "with the adapter as a GGUF LoRA, through llama-cpp-python (faster on a CPU)")
-    p.add_argument("--base-gguf", help="--engine llama.cpp: the base's GGUF file (default: the embedded base's, or "
-                                       "the .gguf file --base names)")
+    add_engine_args(p, "PyTorch float32 on the dequantized base")
     p.set_defaults(func=cmd_chat)

@@ -364,7 +364,7 @@ class Batcher:
                 p, c = b.prefilled, self.prefill_chunk
                 pos = (b.mask.long().cumsum(-1) - 1).clamp_min(0)
                 model(input_ids=b.ids[:, p:p + c], attention_mask=b.mask[:, :p + c], position_ids=pos[:, p:p + c],
-                      use_cache=True, **{self._cache_kw: b.cache})
+                      use_cache=True, logits_to_keep=1, **{self._cache_kw: b.cache})  # only the cache is wanted
                 b.prefilled += c
             else:
                 n = min(self.slice_tokens, b.max_new - b.generated)
@@ -373,7 +373,6 @@ class Batcher:
                 new = out.sequences.shape[1] - b.ids.shape[1]
                 b.ids = out.sequences
                 b.mask = torch.cat([b.mask, b.mask.new_ones(b.mask.shape[0], new)], 1)
-                b.cache = out[self._cache_kw] if self._cache_kw in out else b.cache
                 b.prefilled, b.generated = b.prompt_len, b.generated + new
         b.busy_s += time.perf_counter() - t0
 

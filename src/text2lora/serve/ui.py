@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
