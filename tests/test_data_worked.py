@@ -1,0 +1,115 @@
+"""The generated word problems (collection ``worked``): every worked solution is right, checked
+against an independent reading of the question, and the build is deterministic and decontaminated."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import pytest
+
+from text2lora.data.decontam import ngram_hashes
+from text2lora.data.descriptions import worked_descriptions
+from text2lora.data.sources.worked import HELDOUT_TASKS, KINDS, build_worked
+from text2lora.eval.metrics import gsm8k_correct
+
+
+@pytest.fixture(scope="module")
+def records():
+    kept, dropped = build_worked(worked_descriptions(), seed=0, max_examples=150)
+    assert not dropped
+    return {r.name: r for r in kept}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", text)]
+
+
+# An independent solver per kind: the answer from the question's numbers alone, in the order they appear,
+# in exact arithmetic (a problem whose answer is not a whole number is itself a defect).
+F = Fraction
+SOLVERS = {
+    "shopping": lambda n: n[4] - (n[0] * n[1] + n[2] * n[3]),
+    "sharing": lambda n: F(n[0] * n[1] - n[2], n[3]),
+    "distance": lambda n: n[0] * n[1] + n[2] * n[3],
+    "earnings": lambda n: n[0] * n[1] * n[2] - n[3],
+    "savings": lambda n: F(n[0] - n[1], n[2]),
+    "recipe": lambda n: F(n[2], n[1]) * n[0],
+    "inventory": lambda n: n[0] + n[1] * n[2] - n[3],
+    "discount": lambda n: n[2] * (n[0] - F(n[0] * n[1], 100)),
+    "area": lambda n: n[0] * n[1] * n[2],
+    "comparison": lambda n: n[0] + (n[0] - n[1]) + (n[0] - n[1]) * n[2],
+    "reading": lambda n: n[0] - n[1] * n[2],
+    "ages": lambda n: n[1] + (n[1] + n[0]) + 2 * n[2],
+}
+
+_EQUATION = re.compile(r"((?:\d+ [×÷+\-] )+\d+) = (\d+)")
+
+
+def _value(expr: str) -> Fraction:
+    tokens = expr.split()
+    out = Fraction(int(tokens[0]))
+    ops = {"×": lambda a, b: a * b, "÷": lambda a, b: a / b, "+": lambda a, b: a + b, "-": lambda a, b: a - b}
+    # every expression written here uses one precedence level, so left to right is the usual reading
+    assert len({("×÷" if t in "×÷" else "+-") for t in tokens[1::2]}) == 1, expr
+    for op, num in zip(tokens[1::2], tokens[2::2]):
+        out = ops[op](out, Fraction(int(num)))
+    return out
+
+
+def test_every_kind_is_built_with_descriptions_and_held_out_tasks_marked(records):
+    assert set(records) == {f"worked/{k}" for k in KINDS}
+    for name, rec in records.items():
+        assert len(rec.train_descriptions) >= 8 and rec.heldout_descriptions
+        assert not set(rec.train_descriptions) & set(rec.heldout_descriptions)
+        assert rec.info["heldout_task"] == (name in HELDOUT_TASKS)
+        prompts = [ex.prompt for exs in rec.splits.values() for ex in exs]
+        assert len(prompts) == 150 and len(set(prompts)) == 150
+
+
+def test_solutions_are_right_by_an_independent_reading_of_the_question(records):
+    for name, rec in records.items():
+        solve = SOLVERS[name.split("/", 1)[1]]
+        for ex in rec.splits["train"] + rec.splits["validation"]:
+            answer = F(solve(_ints(ex.prompt)))
+            assert answer > 0 and answer.denominator == 1, ex.prompt
+            answer = int(answer)
+            assert ex.meta["answer"] == str(answer), (ex.prompt, ex.response)
+            assert ex.response.endswith(f"The answer is {answer}.")
+            assert gsm8k_correct(ex.response, str(answer))[0]  # the benchmark's own reading of the answer
+
+
+def test_every_written_calculation_is_correct_and_whole(records):
+    for rec in records.values():
+        for ex in rec.splits["train"]:
+            equations = _EQUATION.findall(ex.response)
+            assert len(equations) >= 2, ex.response  # a worked solution, not a bare number
+            for expr, result in equations:
+                value = _value(expr)
+                assert value == int(result) and value.denominator == 1, (expr, result)
+            assert int(equations[-1][1]) == int(ex.meta["answer"])
+
+
+def test_build_is_deterministic_and_seeded():
+    a, _ = build_worked(worked_descriptions(), seed=0, max_examples=20)
+    b, _ = build_worked(worked_descriptions(), seed=0, max_examples=20)
+    c, _ = build_worked(worked_descriptions(), seed=1, max_examples=20)
+    prompts = lambda recs: [ex.prompt for r in recs for ex in r.splits["train"]]  # noqa: E731
+    assert prompts(a) == prompts(b) != prompts(c)
+
+
+def test_a_kind_without_enough_descriptions_is_dropped_with_the_reason():
+    descs = worked_descriptions()
+    descs["area"] = {"train": descs["area"]["train"][:3], "heldout": []}
+    kept, dropped = build_worked(descs, max_examples=12)
+    assert "worked/area" not in {r.name for r in kept}
+    assert dropped == {"worked/area": "only 3 descriptions (< 8)"}
+
+
+def test_no_generated_problem_shares_a_long_word_sequence_with_another_kind(records):
+    # the kinds are separate tasks: a held-out kind must not be a copy of a trained one in other words
+    held = {h for name in HELDOUT_TASKS for ex in records[name].splits["train"] for h in ngram_hashes(ex.prompt, 8)}
+    for name, rec in records.items():
+        if name in HELDOUT_TASKS:
+            continue
+        assert not any(ngram_hashes(ex.prompt, 8) & held for ex in rec.splits["train"]), name
