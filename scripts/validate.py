@@ -40,7 +40,7 @@ def _groups(task, ex) -> set[str]:
 
 
 GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choice", "short", "long",
-          "olmo tasks", "bigbench tasks")
+          "olmo tasks", "worked tasks", "bigbench tasks")
 
 
 def _base_ce(job: SFTJob, items) -> float | None:
