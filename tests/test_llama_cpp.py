@@ -36,6 +36,7 @@ PROMPTS = [
     "Can penguins fly?",
 ]
 GREEDY_STEPS = 5
+NEAR_TIE = 0.15  # nats: a PyTorch top-2 gap the base's 4-bit weights can flip (the base alone flips 0.08)
 KL_FACTOR = 3.0  # adapter runs may differ at most this many times the no-adapter (quantization) KL
 
 
@@ -59,6 +60,15 @@ class _LlamaCpp:
         self.llm.reset()
         self.llm.eval(ids)
         return torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
+
+    def along(self, ids: list[int], tokens: list[int]) -> list[torch.Tensor]:
+        """Next-token logits before each of ``tokens``, decoding them one at a time after ``ids``
+        (the KV-cache path a chat takes)."""
+        out = [self.next_logits(ids)]
+        for tok in tokens[:-1]:
+            self.llm.eval([tok])
+            out.append(torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32))
+        return out
 
     def greedy(self, ids: list[int], steps: int) -> list[int]:
         out = []
@@ -133,14 +143,29 @@ def test_llama_cpp_with_adapter_agrees_with_peft(setup):
 
 
 def test_llama_cpp_greedy_tokens_match_peft(setup):
+    """Along PyTorch + PEFT's greedy path, llama.cpp with the GGUF adapter picks the same next token, except
+    at a near-tie of PyTorch's own distribution (the 4-bit base weights can flip those, as they do without
+    an adapter: docs/SERVING.md), and at most once in ten positions."""
     peft_model, ids = setup["peft"], setup["ids"]
-    changed = 0
+    changed, flips, positions = 0, [], 0
     for seq in ids:
         want = _torch_greedy(peft_model, seq, GREEDY_STEPS)
-        assert setup["cpp_lora"].greedy(seq, GREEDY_STEPS) == want
+        cur = list(seq)
+        for tok, cpp_logits in zip(want, setup["cpp_lora"].along(seq, want)):
+            logp = torch.log_softmax(_torch_next_logits(peft_model, cur).double(), -1)
+            got = int(cpp_logits.argmax())
+            positions += 1
+            if got != tok:
+                flips.append(float(logp[tok] - logp[got]))
+            cur.append(tok)
         with peft_model.disable_adapter():
             changed += _torch_greedy(peft_model, seq, GREEDY_STEPS) != want
-    print(f"\nprompts whose first {GREEDY_STEPS} greedy tokens the adapter changes: {changed}/{len(ids)}")
+    print(f"\nllama.cpp's next token differs from PyTorch's greedy one at {len(flips)}/{positions} positions, "
+          f"PyTorch log-prob gaps there: {[round(g, 3) for g in flips]}")
+    print(f"prompts whose first {GREEDY_STEPS} greedy tokens the adapter changes: {changed}/{len(ids)}")
+    assert all(g < NEAR_TIE for g in flips), flips
+    assert len(flips) * 10 <= positions
+    assert changed >= 1  # the adapter matters to the tokens compared
 
 
 def test_chat_engine_replies_with_llama_cpps_greedy_tokens(setup):
