@@ -29,6 +29,8 @@ __all__ = ["COLLECTIONS", "build_collection", "load_collection", "get_task", "re
 
 #: Names of the cached collections.
 COLLECTIONS = ("benchmarks", "bigbench", "olmo", "worked", "sni")
+#: The collections of training tasks (every one but the benchmarks), decontaminated against them.
+TRAINING_COLLECTIONS = COLLECTIONS[1:]
 
 _MEMO: dict[str, tuple[int, list[TaskRecord]]] = {}  # collection folder -> (manifest mtime, records)
 
@@ -61,7 +63,7 @@ def build_collection(name: str, *, quiet: bool = False, sni_source: str | None =
         path = save_collection(name, records, build={"seconds": round(time.perf_counter() - t0, 2), "seed": seed,
                                                      **options})
         return path
-    if name not in ("bigbench", "olmo", "worked", "sni"):
+    if name not in TRAINING_COLLECTIONS:
         raise _unknown(name, list(COLLECTIONS), "collection")
     bench = load_collection("benchmarks") if read_manifest(collection_dir("benchmarks")) else None
     if bench is None:
@@ -135,7 +137,7 @@ def get_task(name: str) -> TaskRecord:
         coll = name.split("/", 1)[0]
     else:
         options = list(BENCHMARKS)
-        for c in ("bigbench", "olmo", "worked", "sni"):
+        for c in TRAINING_COLLECTIONS:
             if read_manifest(collection_dir(c)):
                 options += list(read_manifest(collection_dir(c))["tasks"])
         raise _unknown(name, options, "task")

@@ -17,6 +17,7 @@ import random
 from typing import Callable
 
 from ..records import Example, TaskRecord
+from .bigbench import split_examples
 
 __all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "build_worked", "solve_lines"]
 
@@ -214,8 +215,6 @@ def build_worked(descriptions: dict[str, dict[str, list[str]]], *, seed: int = 0
                  quiet: bool = True) -> tuple[list[TaskRecord], dict[str, str]]:
     """Task records of :data:`KINDS`, ``max_examples`` distinct problems each (default
     :data:`EXAMPLES_PER_TASK`); returns (kept, {dropped: reason}). Deterministic for a ``seed``."""
-    from .bigbench import split_examples
-
     kept: list[TaskRecord] = []
     dropped: dict[str, str] = {}
     for kind, make in KINDS.items():
