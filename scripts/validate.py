@@ -2,6 +2,9 @@
 
     python scripts/validate.py configs/sft_mixed_mc.yaml GENERATOR_DIR [GENERATOR_DIR ...] [--json FILE]
 
+A column may also be ``base`` (the base model alone) or ``adapter:DIR`` (one PEFT LoRA directory for
+every task, e.g. a multi-task LoRA's best/).
+
 Columns: all items; by prompt format (multiple-choice items with their choices listed or not, other
 items); by answer format (multiple choice, short answers, long answers averaging 10+ words); by
 collection of the validation task. The items are the ones `t2l train sft RECIPE` validates on (the recipe's validation tasks, seed, number
@@ -13,12 +16,13 @@ makes one adapter per task from the task's first held-out (else training) descri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import torch
 
 from _table import report
-from text2lora import TextToLoRA, load_base
+from text2lora import LoRAAdapter, TextToLoRA, apply_adapters, load_base
 from text2lora.errors import T2LError
 from text2lora.train import load_config
 from text2lora.train.sft import SFTJob
@@ -43,8 +47,9 @@ GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choi
           "olmo tasks", "worked tasks", "bigbench tasks")
 
 
-def _base_ce(job: SFTJob, items) -> float | None:
-    """Mean response CE of ``items`` under the base model alone (the same batches as ``job.validate``)."""
+def _fixed_ce(job: SFTJob, items, adapter: LoRAAdapter | None) -> float | None:
+    """Mean response CE of ``items`` under the base model alone or with one fixed ``adapter`` (the same
+    batches as ``job.validate``)."""
     from text2lora.train.batches import encode_examples, lm_response_loss
 
     if not items:
@@ -54,7 +59,8 @@ def _base_ce(job: SFTJob, items) -> float | None:
         chunk = [ex for _, ex in items[i:i + k]]
         tb = encode_examples(job.base.tokenizer, chunk, job.cfg.max_prompt_tokens, job.cfg.max_response_tokens,
                              eos=job.cfg.eos_loss)
-        total += float(lm_response_loss(job.base.model, tb)) * len(chunk)
+        with apply_adapters(job.base.model, adapter, job.base.spec) if adapter else contextlib.nullcontext():
+            total += float(lm_response_loss(job.base.model, tb)) * len(chunk)
     return total / len(items)
 
 
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recipe", help="an sft recipe (.yaml)")
     ap.add_argument("generators", nargs="+",
                     help="generator directories (a run's best/, the shipped default); 'base' is the base model "
-                         "without an adapter")
+                         "without an adapter; 'adapter:DIR' is one PEFT LoRA for every task")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
     try:
@@ -79,7 +85,9 @@ def _run(args: argparse.Namespace) -> int:
     base = load_base(cfg.base, cfg.target_modules)
     out: dict[str, dict[str, float]] = {}
     for path in args.generators:
-        gen = TextToLoRA.from_pretrained(None if path == "base" else path, base=base.spec)
+        fixed = path == "base" or path.startswith("adapter:")
+        adapter = LoRAAdapter.load(path.removeprefix("adapter:"), base.spec) if path.startswith("adapter:") else None
+        gen = TextToLoRA.from_pretrained(None if fixed else path, base=base.spec)
         gen.hypernet.eval()
         job = SFTJob(cfg, base, gen, tasks, val_tasks, torch.device("cpu"))
         # each item is scored once, in the finest partition of the columns; a column's CE is the
@@ -90,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         scored = []
         for key, items in cells.items():
             with torch.no_grad():
-                ce = _base_ce(job, items) if path == "base" else job.validate(items)
+                ce = _fixed_ce(job, items, adapter) if fixed else job.validate(items)
             scored.append((key, len(items), ce))
         row = {}
         for name in GROUPS:
