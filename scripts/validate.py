@@ -24,6 +24,7 @@ import torch
 from _table import report
 from text2lora import LoRAAdapter, TextToLoRA, apply_adapters, load_base
 from text2lora.errors import T2LError
+from text2lora.eval.conditions import parse_condition
 from text2lora.train import load_config
 from text2lora.train.sft import SFTJob
 from text2lora.train.tasks import recipe_tasks
@@ -85,8 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     base = load_base(cfg.base, cfg.target_modules)
     out: dict[str, dict[str, float]] = {}
     for path in args.generators:
-        fixed = path == "base" or path.startswith("adapter:")
-        adapter = LoRAAdapter.load(path.removeprefix("adapter:"), base.spec) if path.startswith("adapter:") else None
+        adapter = None
+        if path.startswith("adapter:"):  # eval's condition syntax: names a missing directory clearly
+            adapter = LoRAAdapter.load(parse_condition(path).path, base.spec)
+        fixed = path == "base" or adapter is not None
         gen = TextToLoRA.from_pretrained(None if fixed else path, base=base.spec)
         gen.hypernet.eval()
         job = SFTJob(cfg, base, gen, tasks, val_tasks, torch.device("cpu"))

@@ -56,10 +56,13 @@ class _LlamaCpp:
         self.llm = Llama(model_path=gguf_path, lora_path=lora_path, n_ctx=512, n_threads=2, n_batch=512,
                          logits_all=True, verbose=False, seed=0)
 
+    def _last_logits(self) -> torch.Tensor:
+        return torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
+
     def next_logits(self, ids: list[int]) -> torch.Tensor:
         self.llm.reset()
         self.llm.eval(ids)
-        return torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
+        return self._last_logits()
 
     def along(self, ids: list[int], tokens: list[int]) -> list[torch.Tensor]:
         """Next-token logits before each of ``tokens``, decoding them one at a time after ``ids``
@@ -67,7 +70,7 @@ class _LlamaCpp:
         out = [self.next_logits(ids)]
         for tok in tokens[:-1]:
             self.llm.eval([tok])
-            out.append(torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32))
+            out.append(self._last_logits())
         return out
 
     def greedy(self, ids: list[int], steps: int) -> list[int]:
@@ -77,7 +80,7 @@ class _LlamaCpp:
             tok = int(logits.argmax())
             out.append(tok)
             self.llm.eval([tok])
-            logits = torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
+            logits = self._last_logits()
         return out
 
 
@@ -87,13 +90,17 @@ def _torch_next_logits(model, ids: list[int]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _torch_greedy(model, ids: list[int], steps: int) -> list[int]:
+def _torch_greedy_logits(model, ids: list[int], steps: int) -> list[torch.Tensor]:
+    """PyTorch's next-token logits before each of its ``steps`` greedy tokens after ``ids``."""
     out, cur = [], list(ids)
     for _ in range(steps):
-        tok = int(_torch_next_logits(model, cur).argmax())
-        out.append(tok)
-        cur.append(tok)
+        out.append(_torch_next_logits(model, cur))
+        cur.append(int(out[-1].argmax()))
     return out
+
+
+def _torch_greedy(model, ids: list[int], steps: int) -> list[int]:
+    return [int(logits.argmax()) for logits in _torch_greedy_logits(model, ids, steps)]
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +156,14 @@ def test_llama_cpp_greedy_tokens_match_peft(setup):
     peft_model, ids = setup["peft"], setup["ids"]
     changed, flips, positions = 0, [], 0
     for seq in ids:
-        want = _torch_greedy(peft_model, seq, GREEDY_STEPS)
-        cur = list(seq)
-        for tok, cpp_logits in zip(want, setup["cpp_lora"].along(seq, want)):
-            logp = torch.log_softmax(_torch_next_logits(peft_model, cur).double(), -1)
+        torch_logits = _torch_greedy_logits(peft_model, seq, GREEDY_STEPS)
+        want = [int(logits.argmax()) for logits in torch_logits]
+        for tok, logits, cpp_logits in zip(want, torch_logits, setup["cpp_lora"].along(seq, want)):
+            logp = torch.log_softmax(logits.double(), -1)
             got = int(cpp_logits.argmax())
             positions += 1
             if got != tok:
                 flips.append(float(logp[tok] - logp[got]))
-            cur.append(tok)
         with peft_model.disable_adapter():
             changed += _torch_greedy(peft_model, seq, GREEDY_STEPS) != want
     print(f"\nllama.cpp's next token differs from PyTorch's greedy one at {len(flips)}/{positions} positions, "
