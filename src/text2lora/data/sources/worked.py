@@ -17,7 +17,7 @@ import random
 from typing import Callable
 
 from ..records import Example, TaskRecord
-from .bigbench import split_examples
+from .generated import Maker, build_generated
 
 __all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "build_worked", "solve_lines"]
 
@@ -210,36 +210,21 @@ def solve_lines(lines: list[str], answer: int, rng: random.Random) -> str:
     return _pick(rng, _OPENERS) + "\n".join(lines) + f"\nThe answer is {answer}."
 
 
+def _worked_example(make: Callable[[random.Random], tuple[str, list[str], int]]) -> Maker:
+    def draw(rng: random.Random):
+        q, lines, answer = make(rng)
+        return q, lambda: Example(prompt=q, response=solve_lines(lines, answer, rng), meta={"answer": str(answer)})
+    return draw
+
+
 def build_worked(descriptions: dict[str, dict[str, list[str]]], *, seed: int = 0,
                  max_examples: int | None = EXAMPLES_PER_TASK, min_descriptions: int = 8,
                  quiet: bool = True) -> tuple[list[TaskRecord], dict[str, str]]:
     """Task records of :data:`KINDS`, ``max_examples`` distinct problems each (default
     :data:`EXAMPLES_PER_TASK`); returns (kept, {dropped: reason}). Deterministic for a ``seed``."""
-    kept: list[TaskRecord] = []
-    dropped: dict[str, str] = {}
-    for kind, make in KINDS.items():
-        name = f"worked/{kind}"
-        descs = descriptions.get(kind, {})
-        train_d, held_d = list(descs.get("train", [])), list(descs.get("heldout", []))
-        if len(train_d) < min_descriptions:
-            dropped[name] = f"only {len(train_d)} descriptions (< {min_descriptions})"
-            continue
-        rng = random.Random(f"{seed}:{name}")
-        wanted = EXAMPLES_PER_TASK if max_examples is None else max_examples
-        examples, seen = [], set()
-        for _ in range(wanted * 20):
-            if len(examples) == wanted:
-                break
-            q, lines, answer = make(rng)
-            if q in seen:
-                continue
-            seen.add(q)
-            examples.append(Example(prompt=q, response=solve_lines(lines, answer, rng), meta={"answer": str(answer)}))
-        train, val = split_examples(examples, name, None, seed)
-        kept.append(TaskRecord(
-            name=name, source="worked", license="Apache-2.0", citation="text2lora (generated word problems)",
-            metric="gsm8k", train_descriptions=train_d, heldout_descriptions=held_d,
-            splits={"train": train, "validation": val},
-            info={"num_examples_total": len(examples), "heldout_task": name in HELDOUT_TASKS,
-                  "generator": f"text2lora.data.sources.worked.{make.__name__}"}))
-    return kept, dropped
+    return build_generated(
+        "worked", {kind: _worked_example(make) for kind, make in KINDS.items()}, descriptions,
+        heldout=HELDOUT_TASKS, metric="gsm8k", citation="text2lora (generated word problems)",
+        info={kind: {"generator": f"text2lora.data.sources.worked.{make.__name__}"} for kind, make in KINDS.items()},
+        seed=seed, max_examples=EXAMPLES_PER_TASK if max_examples is None else max_examples,
+        min_descriptions=min_descriptions)
