@@ -44,8 +44,8 @@ def _groups(task, ex) -> set[str]:
     return {"all", _format(ex), answer_format(task).replace("_", " "), f"{task.source} tasks"}
 
 
-GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choice", "short", "long",
-          "olmo tasks", "worked tasks", "bigbench tasks")
+#: The columns, in order; then one column per collection of the validation tasks (``<source> tasks``).
+GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choice", "short", "long")
 
 
 def _fixed_ce(job: SFTJob, items, adapter: LoRAAdapter | None) -> float | None:
@@ -104,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
                 ce = _fixed_ce(job, items, adapter) if fixed else job.validate(items)
             scored.append((key, len(items), ce))
         row = {}
-        for name in GROUPS:
+        sources = sorted({g for key, _, _ in scored for g in key if g.endswith(" tasks")})
+        for name in GROUPS + tuple(sources):
             parts = [(n, ce) for key, n, ce in scored if name in key]
             if parts:
                 total = sum(n for n, _ in parts)
