@@ -94,19 +94,3 @@ def test_answers_are_one_fenced_function_named_as_the_prompt_asks(records):
                 assert f"`{name}" in ex.prompt
             if "Your code should pass this test:" in ex.prompt:
                 assert ex.prompt.endswith(ex.meta["test_list"][0])
-
-
-def test_build_is_deterministic_and_seeded():
-    a, _ = build_programs(programs_descriptions(), seed=0, max_examples=20)
-    b, _ = build_programs(programs_descriptions(), seed=0, max_examples=20)
-    c, _ = build_programs(programs_descriptions(), seed=1, max_examples=20)
-    prompts = lambda recs: [ex.prompt for r in recs for ex in r.splits["train"]]  # noqa: E731
-    assert prompts(a) == prompts(b) != prompts(c)
-
-
-def test_a_kind_without_enough_descriptions_is_dropped_with_the_reason():
-    descs = programs_descriptions()
-    descs["dict_ops"] = {"train": descs["dict_ops"]["train"][:5], "heldout": []}
-    kept, dropped = build_programs(descs, max_examples=12)
-    assert "programs/dict_ops" not in {r.name for r in kept}
-    assert dropped == {"programs/dict_ops": "only 5 descriptions (< 8)"}

@@ -1,5 +1,5 @@
 """The generated word problems (collection ``worked``): every worked solution is right, checked
-against an independent reading of the question, and the build is deterministic and decontaminated."""
+against an independent reading of the question, and the build (shared with ``programs``) is deterministic."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from fractions import Fraction
 import pytest
 
 from text2lora.data.decontam import ngram_hashes
-from text2lora.data.descriptions import worked_descriptions
+from text2lora.data.descriptions import programs_descriptions, worked_descriptions
+from text2lora.data.sources.programs import build_programs
 from text2lora.data.sources.worked import HELDOUT_TASKS, KINDS, build_worked
 from text2lora.eval.metrics import gsm8k_correct
 
@@ -90,20 +91,28 @@ def test_every_written_calculation_is_correct_and_whole(records):
             assert int(equations[-1][1]) == int(ex.meta["answer"])
 
 
-def test_build_is_deterministic_and_seeded():
-    a, _ = build_worked(worked_descriptions(), seed=0, max_examples=20)
-    b, _ = build_worked(worked_descriptions(), seed=0, max_examples=20)
-    c, _ = build_worked(worked_descriptions(), seed=1, max_examples=20)
+# the two generated collections share one builder: both are deterministic and drop a kind short of descriptions
+GENERATED = [pytest.param(build_worked, worked_descriptions, "area", id="worked"),
+             pytest.param(build_programs, programs_descriptions, "dict_ops", id="programs")]
+
+
+@pytest.mark.parametrize("build, descriptions, kind", GENERATED)
+def test_build_is_deterministic_and_seeded(build, descriptions, kind):
+    a, _ = build(descriptions(), seed=0, max_examples=20)
+    b, _ = build(descriptions(), seed=0, max_examples=20)
+    c, _ = build(descriptions(), seed=1, max_examples=20)
     prompts = lambda recs: [ex.prompt for r in recs for ex in r.splits["train"]]  # noqa: E731
     assert prompts(a) == prompts(b) != prompts(c)
 
 
-def test_a_kind_without_enough_descriptions_is_dropped_with_the_reason():
-    descs = worked_descriptions()
-    descs["area"] = {"train": descs["area"]["train"][:3], "heldout": []}
-    kept, dropped = build_worked(descs, max_examples=12)
-    assert "worked/area" not in {r.name for r in kept}
-    assert dropped == {"worked/area": "only 3 descriptions (< 8)"}
+@pytest.mark.parametrize("build, descriptions, kind", GENERATED)
+def test_a_kind_without_enough_descriptions_is_dropped_with_the_reason(build, descriptions, kind):
+    descs = descriptions()
+    descs[kind] = {"train": descs[kind]["train"][:3], "heldout": []}
+    kept, dropped = build(descs, max_examples=12)
+    collection = kept[0].source
+    assert f"{collection}/{kind}" not in {r.name for r in kept} and len(kept) > 1
+    assert dropped == {f"{collection}/{kind}": "only 3 descriptions (< 8)"}
 
 
 def test_no_generated_problem_shares_a_long_word_sequence_with_another_kind(records):
