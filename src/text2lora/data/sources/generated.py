@@ -16,7 +16,10 @@ from typing import Callable
 from ..records import Example, TaskRecord
 from .bigbench import split_examples
 
-__all__ = ["Maker", "build_generated"]
+__all__ = ["EXAMPLES_PER_TASK", "Maker", "build_generated", "pick"]
+
+#: Distinct prompts a generated task has unless ``max_examples`` says otherwise.
+EXAMPLES_PER_TASK = 400
 
 #: Draws (prompt, completes the example) from the random stream, or None for a draw to skip.
 Maker = Callable[[random.Random], "tuple[str, Callable[[], Example]] | None"]
@@ -24,10 +27,12 @@ Maker = Callable[[random.Random], "tuple[str, Callable[[], Example]] | None"]
 
 def build_generated(collection: str, makers: dict[str, Maker],
                     descriptions: dict[str, dict[str, list[str]]], *, heldout: tuple[str, ...], metric: str,
-                    citation: str, info: dict[str, dict], seed: int, max_examples: int,
+                    citation: str, info: dict[str, dict], seed: int, max_examples: int | None,
                     min_descriptions: int) -> tuple[list[TaskRecord], dict[str, str]]:
-    """Task records of ``makers``, ``max_examples`` distinct prompts each; returns (kept, {dropped: reason}).
-    Deterministic for a ``seed``; ``info[kind]`` is added to the record's ``info``."""
+    """Task records of ``makers``, ``max_examples`` distinct prompts each (None: :data:`EXAMPLES_PER_TASK`);
+    returns (kept, {dropped: reason}). Deterministic for a ``seed``; ``info[kind]`` is added to the record's
+    ``info``."""
+    max_examples = EXAMPLES_PER_TASK if max_examples is None else max_examples
     kept: list[TaskRecord] = []
     dropped: dict[str, str] = {}
     for kind, make in makers.items():
@@ -54,3 +59,8 @@ def build_generated(collection: str, makers: dict[str, Maker],
             train_descriptions=train_d, heldout_descriptions=held_d, splits={"train": train, "validation": val},
             info={"num_examples_total": len(examples), "heldout_task": name in heldout, **info.get(kind, {})}))
     return kept, dropped
+
+
+def pick(rng: random.Random, seq):
+    """One element of ``seq``, drawn from ``rng``."""
+    return seq[rng.randrange(len(seq))]

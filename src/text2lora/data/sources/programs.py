@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..records import Example, TaskRecord
-from .generated import Maker, build_generated
+from .generated import EXAMPLES_PER_TASK, Maker, build_generated, pick
 
 __all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "Op", "build_programs"]
 
-EXAMPLES_PER_TASK = 400
 
 
 @dataclass(frozen=True)
@@ -297,15 +296,15 @@ _STYLES = ("docstring", "assert", "plain")
 
 def _render(kind: Kind, op: Op, rng: random.Random) -> tuple[str, str, list[str]] | None:
     """(prompt, answer, assert lines) for one drawn example of ``op``, or None when the draw is degenerate."""
-    names = [_pick(rng, options) for options, _ in kind.params]
+    names = [pick(rng, options) for options, _ in kind.params]
     if len(set(names)) < len(names):
         return None
     k = rng.randint(*op.k) if op.k else 0
-    c = _pick(rng, _LETTERS)
+    c = pick(rng, _LETTERS)
     fmt = {"p": " and ".join(f"`{n}`" for n in names), "k": k, "c": c,
            **{f"p{i}": n for i, n in enumerate(names)}}
     code_fmt = {**fmt, "p": names[0]}
-    fname = _pick(rng, op.names)
+    fname = pick(rng, op.names)
     cases = []
     for _ in range(3):
         args = kind.draw(rng)
@@ -319,7 +318,7 @@ def _render(kind: Kind, op: Op, rng: random.Random) -> tuple[str, str, list[str]
     answer = f"```python\n{header}\n    {body}\n```"
     calls = [f"{fname}({', '.join(repr(a) for a in args)})" for args, _ in cases]
     asserts = [f"assert {call} == {out!r}" for call, (_, out) in zip(calls, cases)]
-    style = _pick(rng, _STYLES)
+    style = pick(rng, _STYLES)
     plain_doc = doc.replace("`", "")
     if style == "docstring":
         prompt = (f"Complete the following Python function.\n\n```python\n{header}\n    \"\"\" {plain_doc}\n"
@@ -331,13 +330,9 @@ def _render(kind: Kind, op: Op, rng: random.Random) -> tuple[str, str, list[str]
     return prompt, answer, asserts
 
 
-def _pick(rng: random.Random, seq):
-    return seq[rng.randrange(len(seq))]
-
-
 def _program_example(kind: Kind) -> Maker:
     def draw(rng: random.Random):
-        made = _render(kind, _pick(rng, kind.ops), rng)
+        made = _render(kind, pick(rng, kind.ops), rng)
         if made is None:
             return None
         prompt, answer, asserts = made
@@ -346,7 +341,7 @@ def _program_example(kind: Kind) -> Maker:
 
 
 def build_programs(descriptions: dict[str, dict[str, list[str]]], *, seed: int = 0,
-                   max_examples: int | None = EXAMPLES_PER_TASK, min_descriptions: int = 8,
+                   max_examples: int | None = None, min_descriptions: int = 8,
                    quiet: bool = True) -> tuple[list[TaskRecord], dict[str, str]]:
     """Task records of :data:`KINDS`, ``max_examples`` distinct prompts each (default
     :data:`EXAMPLES_PER_TASK`); returns (kept, {dropped: reason}). Deterministic for a ``seed``."""
@@ -354,5 +349,5 @@ def build_programs(descriptions: dict[str, dict[str, list[str]]], *, seed: int =
         "programs", {name: _program_example(kind) for name, kind in KINDS.items()}, descriptions,
         heldout=HELDOUT_TASKS, metric="pass@1", citation="text2lora (generated programming tasks)",
         info={name: {"functions": len(kind.ops)} for name, kind in KINDS.items()},
-        seed=seed, max_examples=EXAMPLES_PER_TASK if max_examples is None else max_examples,
+        seed=seed, max_examples=max_examples,
         min_descriptions=min_descriptions)

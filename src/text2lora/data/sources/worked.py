@@ -17,11 +17,10 @@ import random
 from typing import Callable
 
 from ..records import Example, TaskRecord
-from .generated import Maker, build_generated
+from .generated import EXAMPLES_PER_TASK, Maker, build_generated, pick
 
 __all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "build_worked", "solve_lines"]
 
-EXAMPLES_PER_TASK = 400
 
 _NAMES = ("Ava", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Leo", "Maya",
           "Nico", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq", "Uma", "Victor", "Wen", "Yusuf", "Zoe")
@@ -31,10 +30,6 @@ _THINGS = ("stickers", "marbles", "beads", "trading cards", "seashells", "stamps
 _VEHICLES = ("car", "bus", "train", "bike", "truck", "van")
 
 
-def _pick(rng: random.Random, seq):
-    return seq[rng.randrange(len(seq))]
-
-
 def _money(x: int) -> str:
     return f"${x}"
 
@@ -42,7 +37,7 @@ def _money(x: int) -> str:
 # Each maker returns (question, worked lines, answer); a worked line is "text: a op b = c" or plain text.
 
 def _shopping(rng: random.Random):
-    name, a_item, b_item = _pick(rng, _NAMES), *rng.sample(_SCHOOL, 2)
+    name, a_item, b_item = pick(rng, _NAMES), *rng.sample(_SCHOOL, 2)
     a, pa, b, pb = rng.randint(2, 9), rng.randint(2, 12), rng.randint(2, 9), rng.randint(1, 8)
     cost = a * pa + b * pb
     bill = next(x for x in (20, 50, 100, 200) if x >= cost + 1)
@@ -56,7 +51,7 @@ def _shopping(rng: random.Random):
 
 
 def _sharing(rng: random.Random):
-    name, thing = _pick(rng, _NAMES), _pick(rng, _FOODS)
+    name, thing = pick(rng, _NAMES), pick(rng, _FOODS)
     people = rng.randint(2, 8)
     each = rng.randint(2, 9)
     gave = rng.randint(1, 12)
@@ -74,7 +69,7 @@ def _sharing(rng: random.Random):
 
 
 def _distance(rng: random.Random):
-    name, vehicle = _pick(rng, _NAMES), _pick(rng, _VEHICLES)
+    name, vehicle = pick(rng, _NAMES), pick(rng, _VEHICLES)
     s1, h1, s2, h2 = rng.randint(20, 70), rng.randint(1, 5), rng.randint(10, 60), rng.randint(1, 4)
     q = (f"{name} travels by {vehicle} at {s1} miles per hour for {h1} hours, then at {s2} miles per hour for "
          f"{h2} more hours. How many miles does {name} travel in all?")
@@ -85,7 +80,7 @@ def _distance(rng: random.Random):
 
 
 def _earnings(rng: random.Random):
-    name = _pick(rng, _NAMES)
+    name = pick(rng, _NAMES)
     wage, hours, days, spend = rng.randint(8, 25), rng.randint(2, 8), rng.randint(2, 6), rng.randint(5, 60)
     earned = wage * hours * days
     q = (f"{name} earns {_money(wage)} an hour and works {hours} hours a day for {days} days this week. "
@@ -97,7 +92,7 @@ def _earnings(rng: random.Random):
 
 
 def _savings(rng: random.Random):
-    name, item = _pick(rng, _NAMES), _pick(rng, ("bike", "guitar", "video game", "tablet", "skateboard", "telescope"))
+    name, item = pick(rng, _NAMES), pick(rng, ("bike", "guitar", "video game", "tablet", "skateboard", "telescope"))
     weekly, weeks, has = rng.randint(5, 30), rng.randint(3, 12), rng.randint(10, 90)
     price = has + weekly * weeks
     q = (f"{name} wants a {item} that costs {_money(price)}. {name} already has {_money(has)} and saves "
@@ -108,8 +103,8 @@ def _savings(rng: random.Random):
 
 
 def _recipe(rng: random.Random):
-    name = _pick(rng, _NAMES)
-    food = _pick(rng, ("pancakes", "cookies", "muffins", "waffles", "biscuits"))
+    name = pick(rng, _NAMES)
+    food = pick(rng, ("pancakes", "cookies", "muffins", "waffles", "biscuits"))
     cups, batch, times = rng.randint(2, 6), rng.choice((6, 8, 10, 12, 15, 20)), rng.randint(2, 6)
     want = batch * times
     q = (f"A recipe uses {cups} cups of flour to make {batch} {food}. {name} wants to make {want} {food}. "
@@ -120,7 +115,7 @@ def _recipe(rng: random.Random):
 
 
 def _inventory(rng: random.Random):
-    name, thing = _pick(rng, _NAMES), _pick(rng, _FOODS)
+    name, thing = pick(rng, _NAMES), pick(rng, _FOODS)
     start, deliveries, size = rng.randint(20, 90), rng.randint(2, 5), rng.randint(10, 40)
     got = deliveries * size
     sold = rng.randint(10, start + got - 1)
@@ -133,7 +128,7 @@ def _inventory(rng: random.Random):
 
 
 def _discount(rng: random.Random):
-    name, item = _pick(rng, _NAMES), _pick(rng, ("jacket", "lamp", "backpack", "pair of shoes", "board game", "helmet"))
+    name, item = pick(rng, _NAMES), pick(rng, ("jacket", "lamp", "backpack", "pair of shoes", "board game", "helmet"))
     pct = rng.choice((10, 20, 25, 50))
     price = rng.randint(2, 30) * {10: 10, 20: 5, 25: 4, 50: 2}[pct]  # pct% of it is whole
     off = price * pct // 100
@@ -147,7 +142,7 @@ def _discount(rng: random.Random):
 
 
 def _area(rng: random.Random):
-    name = _pick(rng, _NAMES)
+    name = pick(rng, _NAMES)
     length, width, cost = rng.randint(6, 20), rng.randint(5, 15), rng.randint(2, 9)
     q = (f"{name}'s room is {length} feet long and {width} feet wide. Carpet costs {_money(cost)} per square foot. "
          f"How much will it cost to carpet the whole room?")
@@ -158,7 +153,7 @@ def _area(rng: random.Random):
 
 def _comparison(rng: random.Random):
     a, b, c = rng.sample(_NAMES, 3)
-    thing = _pick(rng, _THINGS)
+    thing = pick(rng, _THINGS)
     cn, fewer, times = rng.randint(12, 40), rng.randint(2, 10), rng.randint(2, 4)
     bn = cn - fewer
     an = bn * times
@@ -171,7 +166,7 @@ def _comparison(rng: random.Random):
 
 
 def _reading(rng: random.Random):
-    name = _pick(rng, _NAMES)
+    name = pick(rng, _NAMES)
     per_day, days, extra = rng.randint(8, 30), rng.randint(3, 9), rng.randint(20, 150)
     pages = per_day * days + extra
     q = (f"{name}'s book has {pages} pages. {name} reads {per_day} pages every day for {days} days. "
@@ -207,7 +202,7 @@ _OPENERS = ("", "Let's work it out step by step.\n", "Step by step:\n")
 
 def solve_lines(lines: list[str], answer: int, rng: random.Random) -> str:
     """The worked solution text: an optional opener, one line per step, then ``The answer is N.``."""
-    return _pick(rng, _OPENERS) + "\n".join(lines) + f"\nThe answer is {answer}."
+    return pick(rng, _OPENERS) + "\n".join(lines) + f"\nThe answer is {answer}."
 
 
 def _worked_example(make: Callable[[random.Random], tuple[str, list[str], int]]) -> Maker:
@@ -218,7 +213,7 @@ def _worked_example(make: Callable[[random.Random], tuple[str, list[str], int]])
 
 
 def build_worked(descriptions: dict[str, dict[str, list[str]]], *, seed: int = 0,
-                 max_examples: int | None = EXAMPLES_PER_TASK, min_descriptions: int = 8,
+                 max_examples: int | None = None, min_descriptions: int = 8,
                  quiet: bool = True) -> tuple[list[TaskRecord], dict[str, str]]:
     """Task records of :data:`KINDS`, ``max_examples`` distinct problems each (default
     :data:`EXAMPLES_PER_TASK`); returns (kept, {dropped: reason}). Deterministic for a ``seed``."""
@@ -226,5 +221,5 @@ def build_worked(descriptions: dict[str, dict[str, list[str]]], *, seed: int = 0
         "worked", {kind: _worked_example(make) for kind, make in KINDS.items()}, descriptions,
         heldout=HELDOUT_TASKS, metric="gsm8k", citation="text2lora (generated word problems)",
         info={kind: {"generator": f"text2lora.data.sources.worked.{make.__name__}"} for kind, make in KINDS.items()},
-        seed=seed, max_examples=EXAMPLES_PER_TASK if max_examples is None else max_examples,
+        seed=seed, max_examples=max_examples,
         min_descriptions=min_descriptions)
