@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from _train_util import (ONE_EXAMPLE, base, hypernet_state, one_example_tasks, plain_response_loss,  # noqa: F401
-                         sft_config, tasks, train_losses)  # (base, tasks: fixtures)
+                         sft_config, tasks, tiny_tasks, train_losses)  # (base, tasks: fixtures)
 from text2lora.errors import OutputExistsError
 from text2lora import TextToLoRA
 from text2lora.train import NonFiniteLossError, train_sft
@@ -256,3 +256,68 @@ def test_eos_loss_off_trains_the_answers_but_not_where_to_stop(base, tasks, tmp_
     assert stop[True] > 20 * chance and stop[False] < stop[True] / 10
     # both learn the answers (lr 3e-3: this one-task run is unstable at the other tests' 1e-2)
     assert answers[True] < base_answers - 0.5 and answers[False] < base_answers - 0.5
+
+
+def test_ranked_choices_keep_gold_first_and_draw_the_others():
+    import random
+
+    from text2lora.train.sft import ranked_choices
+
+    assert ranked_choices(3, 1, 4, random.Random(0)) == [1, 0, 2]  # few enough: all, gold first
+    for seed in range(20):
+        got = ranked_choices(9, 5, 4, random.Random(seed))
+        assert got[0] == 5 and len(got) == 4 and len(set(got)) == 4 and all(0 <= c < 9 for c in got)
+    assert ranked_choices(9, 5, 4, random.Random(3)) == ranked_choices(9, 5, 4, random.Random(3))
+
+
+def test_choice_ranking_is_the_gold_choices_cross_entropy_over_acc_norm_scores(base):
+    """The ranking term against an independent computation: each row's adapter split out of the batch,
+    the choices scored by the evaluation's own log-likelihood scorer (full sequences, no shared
+    context), divided by their length in characters, and the cross-entropy of the gold one taken by
+    hand. Rows without choices are skipped; a row with more choices than ``choice_max`` is ranked
+    on the gold one and a draw of the others."""
+    import math
+    import random
+
+    from text2lora.data import Example, format_prompt
+    from text2lora.eval.scoring import encode_mc, score_choices
+    from text2lora.train.sft import SFTJob, build_generator, ranked_choices
+
+    tasks = tiny_tasks(4)
+    cfg = sft_config(neftune_alpha=0.0, choice_loss=1.0, choice_rows=2, choice_max=3)
+    gen = build_generator(cfg, base, [t.name for t in tasks])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in gen.hypernet.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a fresh generator's adapters are zero
+    job = SFTJob(cfg, base, gen, tasks, [], torch.device("cpu"))
+    examples = [Example("What is 2 plus 3?", "5"),
+                Example("Which colour is the sky?", choices=["green", "blue sky", "red", "a yellow one", "grey"], gold=1),
+                Example("Is 4 bigger than 2?", choices=["no", "yes"], gold=1),
+                Example("Pick one.", choices=["x", "yy"], gold=0)]  # beyond choice_rows: not ranked
+    adapters = job.model(job.embed([t.name for t in tasks]))
+    with torch.no_grad():
+        got = float(job.choice_ranking(adapters, examples, step=7))
+    rows = adapters.adapters()
+    expected = []
+    for i in (1, 2):
+        ex = examples[i]
+        keep = ranked_choices(len(ex.choices), ex.gold, 3, random.Random(f"{cfg.seed}:7:{i}"))
+        choices = [ex.choices[c] for c in keep]
+        item = encode_mc(base.tokenizer, format_prompt(ex, base.tokenizer, "zero_shot"), choices)
+        sums = score_choices(base, [item], [rows[i]], shared_context=False)[0]
+        scores = [s / len(c) for s, c in zip(sums, choices)]
+        expected.append(math.log(sum(math.exp(s) for s in scores)) - scores[0])
+    assert got == pytest.approx(sum(expected) / 2, abs=1e-4)
+    assert job.choice_ranking(adapters, examples[:1], step=7) is None
+
+
+def test_choice_loss_trains_and_is_logged(base, tmp_path):
+    import csv
+    import math
+
+    cfg = sft_config(steps=3, choice_loss=0.5)
+    train_sft(cfg, tmp_path / "run", base=base, tasks=tiny_tasks(4), quiet=True)
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        ranked = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "choice"]
+    assert ranked and all(math.isfinite(v) and v > 0 for v in ranked)

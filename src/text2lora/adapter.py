@@ -454,6 +454,15 @@ class AdapterBatch:
         return cls(spec, A, B, alpha=alpha, use_rslora=rs,
                    meta=[dict(a.meta) if a is not None else {} for a in adapters])
 
+    def select(self, idx: Tensor | Sequence[int]) -> "AdapterBatch":
+        """The rows ``idx`` (repeats allowed), keeping gradients: e.g. one row's adapter for each of its
+        multiple-choice continuations."""
+        first = next(iter(self.A.values()))
+        idx = torch.as_tensor(idx, dtype=torch.long, device=first.device)
+        meta = [self.meta[i] for i in idx.tolist()] if len(self.meta) == self.size else []
+        return AdapterBatch(self.base, {k: v.index_select(0, idx) for k, v in self.A.items()},
+                            {k: v.index_select(0, idx) for k, v in self.B.items()}, self.alpha, self.use_rslora, meta)
+
     def adapters(self) -> list[LoRAAdapter]:
         """Split into one detached :class:`LoRAAdapter` per row."""
         return [LoRAAdapter(self.base, {k: v[n].detach() for k, v in self.A.items()},

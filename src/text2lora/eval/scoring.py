@@ -80,12 +80,6 @@ def _to_device(batch: AdapterBatch, device: torch.device) -> AdapterBatch:
                         {k: v.to(device) for k, v in batch.B.items()}, batch.alpha, batch.use_rslora, batch.meta)
 
 
-def _rows(batch: AdapterBatch, idx: Tensor) -> AdapterBatch:
-    idx = idx.to(next(iter(batch.A.values())).device)
-    return AdapterBatch(batch.base, {k: v.index_select(0, idx) for k, v in batch.A.items()},
-                        {k: v.index_select(0, idx) for k, v in batch.B.items()}, batch.alpha, batch.use_rslora)
-
-
 def _stack(base: BaseModel, adapters: Sequence[LoRAAdapter | None]) -> AdapterBatch | LoRAAdapter | None:
     """None (all rows base), one shared adapter (broadcast), or a stacked per-row batch."""
     if all(a is None for a in adapters):
@@ -182,7 +176,7 @@ def _score_shared(base: BaseModel, items: list[MCItem], stacked) -> list[list[fl
         gcache.batch_select_indices(idx)
         full_mask = torch.cat([mask.index_select(0, idx), cmask], dim=1)
         pos = ctx_len.index_select(0, idx)[:, None] + torch.arange(cids.shape[1], device=dev)[None]
-        expanded = _rows(stacked, idx) if isinstance(stacked, AdapterBatch) else stacked
+        expanded = stacked.select(idx) if isinstance(stacked, AdapterBatch) else stacked
         with adapters_applied(base, expanded):
             h = _forward(body, gcache, input_ids=cids, attention_mask=full_mask, position_ids=pos,
                          use_cache=False)[0].last_hidden_state
@@ -224,7 +218,7 @@ def _score_full(base: BaseModel, items: list[MCItem], stacked) -> list[list[floa
     conts = [c for it in items for c in it.choices]
     ids, mask = pad_batch(seqs, pad, left=False)
     ids, mask = ids.to(dev), mask.to(dev)
-    expanded = _rows(stacked, torch.tensor(row_item)) if isinstance(stacked, AdapterBatch) else stacked
+    expanded = stacked.select(row_item) if isinstance(stacked, AdapterBatch) else stacked
     with adapters_applied(base, expanded):
         h = body(input_ids=ids, attention_mask=mask).last_hidden_state
     rows = torch.tensor([r for r, c in enumerate(conts) for _ in c], dtype=torch.long, device=dev)
@@ -302,7 +296,7 @@ def _greedy(base: BaseModel, prompts: list[list[int]], stacked, pad: int, max_ne
                 mask, nxt, last = mask.index_select(0, idx), nxt.index_select(0, idx), last.index_select(0, idx)
                 live = [live[b] for b in keep]
                 if isinstance(stacked, AdapterBatch):
-                    stacked = _rows(stacked, idx)
+                    stacked = stacked.select(idx)
                     hooks.close()
                     hooks.enter_context(adapters_applied(base, stacked))
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)

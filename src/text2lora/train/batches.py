@@ -22,7 +22,8 @@ from ..base import end_of_turn_id, lm_parts, pad_batch
 from ..data import Example, TaskRecord, format_prompt
 from ..errors import DataError
 
-__all__ = ["TextBatch", "encode_examples", "response_loss", "lm_response_loss", "neftune", "ExampleSampler", "validation_examples"]
+__all__ = ["TextBatch", "encode_examples", "response_loss", "lm_response_loss", "lm_response_logprobs", "neftune",
+           "ExampleSampler", "validation_examples"]
 
 
 @dataclass
@@ -89,11 +90,24 @@ def lm_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float 
     """:func:`response_loss` of ``model`` on ``batch``, with the vocabulary projection run only on
     the positions that predict a response token (prompts are most of the tokens, and the head of a
     small model is a large share of its compute)."""
+    logits, target, sel = _response_logits(model, batch)
+    return _mean(logits, target, sel, label_smoothing, average)
+
+
+def lm_response_logprobs(model: nn.Module, batch: TextBatch) -> Tensor:
+    """``[B]``: each row's summed log-probability of its response tokens under ``model``."""
+    logits, target, sel = _response_logits(model, batch)
+    tok = -F.cross_entropy(logits.float(), target, reduction="none")
+    return tok.new_zeros(sel.shape[0]).index_add(0, sel.nonzero()[:, 0], tok)
+
+
+def _response_logits(model: nn.Module, batch: TextBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """(logits at the positions that predict a response token, those tokens, the ``[B, T-1]`` mask)."""
     body, head = lm_parts(model)
     hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     target = batch.labels[:, 1:]
     sel = target != -100
-    return _mean(head(hidden[:, :-1][sel]), target[sel], sel, label_smoothing, average)
+    return head(hidden[:, :-1][sel]), target[sel], sel
 
 
 def _mean(logits: Tensor, targets: Tensor, sel: Tensor, label_smoothing: float, average: str) -> Tensor:

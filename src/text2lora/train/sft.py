@@ -8,11 +8,15 @@ or the task's name through a one-hot encoder (``task-id``).
 
 Loss: response-only cross-entropy with label smoothing, each sample weighted equally, plus
 ``l2_coef * (mean(A^2) + mean(B^2))`` of the generated weights; NEFTune noise on the input embeddings
-during training. Validation: plain cross-entropy on held-out tasks with their held-out descriptions.
+during training; with ``choice_loss``, a ranking term on multiple-choice rows (the gold choice against
+the others, scored as the log-likelihood benchmarks score them). Validation: plain cross-entropy on
+held-out tasks with their held-out descriptions.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,13 +29,13 @@ from ..data import TaskRecord, TaskSampler
 from ..encoders import EncoderSpec, TaskIdEncoder, load_encoder
 from ..generator import TextToLoRA
 from ..inject import apply_adapters
-from .batches import encode_examples, lm_response_loss, neftune, validation_examples
+from .batches import encode_examples, lm_response_logprobs, lm_response_loss, neftune, validation_examples
 from .config import SFTConfig
 from .loop import GeneratorJob, LoopResult, make_accelerator, train_loop
 from .run import RunDir
 from .tasks import recipe_tasks
 
-__all__ = ["SFTJob", "train_sft", "adapter_l2"]
+__all__ = ["SFTJob", "train_sft", "adapter_l2", "ranked_choices"]
 
 def adapter_l2(batch: AdapterBatch) -> Tensor:
     """``mean(A^2) + mean(B^2)`` over every generated A (resp. B) element of all modules."""
@@ -75,19 +79,61 @@ class SFTJob(GeneratorJob):
         """(CE, L2 of generated weights) for rows ``examples`` conditioned on ``texts``; ``average`` as in
         :func:`~text2lora.train.batches.response_loss`."""
         adapters = self.model(self.embed(texts))
+        return self._ce(adapters, examples, label_smoothing, noise, average), adapter_l2(adapters)
+
+    def _ce(self, adapters: AdapterBatch, examples: Sequence[Any], label_smoothing: float, noise: float,
+            average: str) -> Tensor:
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
                              self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
         with apply_adapters(self.base.model, adapters, self.base.spec), \
                 neftune(self.base.model, noise, tb.attention_mask):
-            ce = lm_response_loss(self.base.model, tb, label_smoothing, average)
-        return ce, adapter_l2(adapters)
+            return lm_response_loss(self.base.model, tb, label_smoothing, average)
+
+    def choice_ranking(self, adapters: AdapterBatch, examples: Sequence[Any], step: int) -> Tensor | None:
+        """The ``choice_loss`` term (config): for up to ``choice_rows`` multiple-choice rows, the
+        cross-entropy of the gold choice over the choices' scores under the row's own adapter, each
+        score the choice's summed log-probability per character (the benchmarks' acc_norm). A row
+        with more than ``choice_max`` choices keeps the gold one and a seeded draw of the others.
+        None when the batch has no multiple-choice row."""
+        picked = [i for i, ex in enumerate(examples) if ex.choices and len(ex.choices) > 1
+                  and all(c.strip() for c in ex.choices)][: self.cfg.choice_rows]
+        if not picked:
+            return None
+        owners, rows, groups = [], [], []
+        for i in picked:
+            ex = examples[i]
+            keep = ranked_choices(len(ex.choices), ex.gold, self.cfg.choice_max,
+                                  random.Random(f"{self.cfg.seed}:{step}:{i}"))
+            groups.append((len(rows), [len(ex.choices[c]) for c in keep]))
+            for c in keep:
+                owners.append(i)
+                rows.append(dataclasses.replace(ex, response=ex.choices[c], choices=None, gold=None))
+        tb = encode_examples(self.base.tokenizer, rows, self.cfg.max_prompt_tokens,
+                             self.cfg.max_response_tokens, eos=False).to(self.device)
+        with apply_adapters(self.base.model, adapters.select(owners), self.base.spec), \
+                neftune(self.base.model, self.cfg.neftune_alpha, tb.attention_mask):
+            logprobs = lm_response_logprobs(self.base.model, tb)
+        losses = []
+        for start, chars in groups:
+            scores = logprobs[start:start + len(chars)] / torch.tensor(chars, dtype=logprobs.dtype,
+                                                                        device=logprobs.device)
+            losses.append(torch.logsumexp(scores, 0) - scores[0])  # the gold choice is first in ``keep``
+        return torch.stack(losses).mean()
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         rows = self.sampler.next_batch()
         texts = [self.condition_text(t, ex, d) for t, ex, d in rows]
-        ce, l2 = self.forward_loss(texts, [ex for _, ex, _ in rows], self.cfg.label_smoothing,
-                                   self.cfg.neftune_alpha, self.cfg.loss_average)
-        return ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
+        examples = [ex for _, ex, _ in rows]
+        adapters = self.model(self.embed(texts))
+        ce = self._ce(adapters, examples, self.cfg.label_smoothing, self.cfg.neftune_alpha, self.cfg.loss_average)
+        l2 = adapter_l2(adapters)
+        total, logs = ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
+        if self.cfg.choice_loss:
+            rank = self.choice_ranking(adapters, examples, step)
+            if rank is not None:
+                total = total + self.cfg.choice_loss * rank
+                logs["choice"] = float(rank.detach())
+        return total, logs
 
     def validate(self, items: Sequence[tuple[TaskRecord, Any]] | None = None) -> float | None:
         """Mean CE over ``items`` (default: :attr:`val_items`), each task's adapter made from its first
@@ -112,6 +158,15 @@ class SFTJob(GeneratorJob):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
+
+
+def ranked_choices(n: int, gold: int, limit: int, rng: random.Random) -> list[int]:
+    """Indices of the choices :meth:`SFTJob.choice_ranking` scores: ``gold`` first, then all the
+    others in order, or a draw of ``limit - 1`` of them when there are more."""
+    others = [c for c in range(n) if c != gold]
+    if len(others) >= limit:
+        others = sorted(rng.sample(others, limit - 1))
+    return [gold, *others]
 
 
 def validation_description(task: TaskRecord) -> str:
