@@ -7,7 +7,8 @@ every task, e.g. a multi-task LoRA's best/).
 
 Columns: all items; by prompt format (multiple-choice items with their choices listed or not, other
 items); by answer format (multiple choice, short answers, long answers averaging 10+ words); by
-collection of the validation task. The items are the ones `t2l train sft RECIPE` validates on (the recipe's validation tasks, seed, number
+collection of the validation task; and the multiple-choice items' accuracy as the benchmarks score it
+(acc_norm, a percentage, not a loss). The items are the ones `t2l train sft RECIPE` validates on (the recipe's validation tasks, seed, number
 of examples and token caps; with ``mc_unlisted`` above 0 every listed-choice item also without its
 choices), so generators trained by different recipes are compared on the same items. Each generator
 makes one adapter per task from the task's first held-out (else training) description, as in training.
@@ -65,6 +66,29 @@ def _fixed_ce(job: SFTJob, items, adapter: LoRAAdapter | None) -> float | None:
     return total / len(items)
 
 
+def _mc_accuracy(job: SFTJob, gen: TextToLoRA, items, adapter: LoRAAdapter | None, fixed: bool) -> float | None:
+    """acc_norm (%) of the multiple-choice ``items``, scored as the benchmarks are (full prompt, every
+    choice's summed log-probability per character) under each task's adapter (``fixed``: ``adapter``
+    or none)."""
+    from text2lora.data import format_prompt
+    from text2lora.eval.metrics import choice_predictions
+    from text2lora.eval.scoring import encode_mc, score_choices
+    from text2lora.train.sft import validation_description
+
+    mc = [(t, ex) for t, ex in items if ex.choices]
+    if not mc:
+        return None
+    made: dict[str, LoRAAdapter | None] = {}
+    for t, _ in mc:
+        if t.name not in made:
+            made[t.name] = adapter if fixed else gen.generate(validation_description(t))
+    tok = job.base.tokenizer
+    scores = score_choices(job.base, [encode_mc(tok, format_prompt(ex, tok, "zero_shot"), ex.choices) for _, ex in mc],
+                           [made[t.name] for t, _ in mc])
+    right = [choice_predictions(s, ex.choices)[1] == ex.gold for s, (_, ex) in zip(scores, mc)]
+    return round(100 * sum(right) / len(right), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipe", help="an sft recipe (.yaml)")
@@ -110,6 +134,9 @@ def _run(args: argparse.Namespace) -> int:
             if parts:
                 total = sum(n for n, _ in parts)
                 row[f"{name} ({total})"] = round(sum(n * ce for n, ce in parts) / total, 4)
+        mc_acc = _mc_accuracy(job, gen, job.val_items, adapter, fixed)
+        if mc_acc is not None:
+            row[f"MC acc_norm % ({sum(1 for _, ex in job.val_items if ex.choices)})"] = mc_acc
         out[path] = row
     return report("generator", out, args.json, recipe=args.recipe, measure="validation CE")
 
