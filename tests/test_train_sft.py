@@ -273,8 +273,8 @@ def test_ranked_choices_keep_gold_first_and_draw_the_others():
 def test_choice_ranking_is_the_gold_choices_cross_entropy_over_acc_norm_scores(base):
     """The ranking term against an independent computation: each row's adapter split out of the batch,
     the choices scored by the evaluation's own log-likelihood scorer (full sequences, no shared
-    context), divided by their length in characters, and the cross-entropy of the gold one taken by
-    hand. Rows without choices are skipped; a row with more choices than ``choice_max`` is ranked
+    context), divided by their length in characters and multiplied by the mean length, and the
+    cross-entropy of the gold one taken by hand. Rows without choices are skipped; a row with more choices than ``choice_max`` is ranked
     on the gold one and a draw of the others."""
     import math
     import random
@@ -306,7 +306,8 @@ def test_choice_ranking_is_the_gold_choices_cross_entropy_over_acc_norm_scores(b
         choices = [ex.choices[c] for c in keep]
         item = encode_mc(base.tokenizer, format_prompt(ex, base.tokenizer, "zero_shot"), choices)
         sums = score_choices(base, [item], [rows[i]], shared_context=False)[0]
-        scores = [s / len(c) for s, c in zip(sums, choices)]
+        mean_chars = sum(len(c) for c in choices) / len(choices)
+        scores = [s / len(c) * mean_chars for s, c in zip(sums, choices)]
         expected.append(math.log(sum(math.exp(s) for s in scores)) - scores[0])
     assert got == pytest.approx(sum(expected) / 2, abs=1e-4)
     assert job.choice_ranking(adapters, examples[:1], step=7) is None

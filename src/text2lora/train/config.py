@@ -211,9 +211,10 @@ class SFTConfig(_GeneratorConfig, _TaskConfig):
                                                         "(0 disables).")
     choice_loss: float = Field(0.0, ge=0, description=(
         "Weight of a ranking loss on multiple-choice training examples: each choice is scored as the benchmarks' "
-        "log-likelihood protocol scores it (its summed log-probability per character, acc_norm) under the row's "
-        "adapter, and the loss is the cross-entropy of the gold choice over those scores. SFT alone raises the gold "
-        "choice's likelihood but not its margin over the distractors. 0 disables."))
+        "log-likelihood protocol scores it (its summed log-probability per character, acc_norm, times the row's "
+        "mean choice length) under the row's adapter, and the loss is the cross-entropy of the gold choice over "
+        "those scores. SFT alone raises the gold choice's likelihood but not its margin over the distractors. "
+        "0 disables."))
     choice_rows: int = Field(2, ge=1, description="With ``choice_loss``: at most this many multiple-choice rows of "
                                                   "a batch are ranked (each costs a forward pass per choice).")
     choice_max: int = Field(4, ge=2, description="With ``choice_loss``: rank the gold choice against at most this "

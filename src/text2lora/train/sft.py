@@ -92,9 +92,13 @@ class SFTJob(GeneratorJob):
     def choice_ranking(self, adapters: AdapterBatch, examples: Sequence[Any], step: int) -> Tensor | None:
         """The ``choice_loss`` term (config): for up to ``choice_rows`` multiple-choice rows, the
         cross-entropy of the gold choice over the choices' scores under the row's own adapter, each
-        score the choice's summed log-probability per character (the benchmarks' acc_norm). A row
-        with more than ``choice_max`` choices keeps the gold one and a seeded draw of the others.
-        None when the batch has no multiple-choice row."""
+        score the choice's summed log-probability per character (the benchmarks' acc_norm) times the
+        row's mean choice length. The factor keeps acc_norm's order and puts the scores in nats of a
+        whole answer, so the loss saturates once the gold choice leads by a few nats; per-character
+        scores differ by tenths, the softmax over them stays near uniform, and the loss would keep
+        pushing the distractors down without end (measured: validation CE rose). A row with more
+        than ``choice_max`` choices keeps the gold one and a seeded draw of the others. None when the
+        batch has no multiple-choice row."""
         picked = [i for i, ex in enumerate(examples) if ex.choices and len(ex.choices) > 1
                   and all(c.strip() for c in ex.choices)][: self.cfg.choice_rows]
         if not picked:
@@ -115,8 +119,8 @@ class SFTJob(GeneratorJob):
             logprobs = lm_response_logprobs(self.base.model, tb)
         losses = []
         for start, chars in groups:
-            scores = logprobs[start:start + len(chars)] / torch.tensor(chars, dtype=logprobs.dtype,
-                                                                        device=logprobs.device)
+            n = torch.tensor(chars, dtype=logprobs.dtype, device=logprobs.device)
+            scores = logprobs[start:start + len(chars)] / n * n.mean()
             losses.append(torch.logsumexp(scores, 0) - scores[0])  # the gold choice is first in ``keep``
         return torch.stack(losses).mean()
 
