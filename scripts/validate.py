@@ -8,9 +8,9 @@ every task, e.g. a multi-task LoRA's best/).
 Columns: all items; by prompt format (multiple-choice items with their choices listed or not, other
 items); by answer format (multiple choice, short answers, long answers averaging 10+ words); by
 collection of the validation task; and the multiple-choice items' accuracy as the benchmarks score it
-(acc_norm, a percentage, not a loss). The items are the ones `t2l train sft RECIPE` validates on (the recipe's validation tasks, seed, number
-of examples and token caps; with ``mc_unlisted`` above 0 every listed-choice item also without its
-choices), so generators trained by different recipes are compared on the same items. Each generator
+(acc_norm, a percentage, not a loss). The items are the ones `t2l train sft RECIPE` validates on (the
+recipe's validation tasks, seed, number of examples and token caps; with ``mc_unlisted`` above 0 every
+listed-choice item also without its choices), so generators trained by different recipes are compared on the same items. Each generator
 makes one adapter per task from the task's first held-out (else training) description, as in training.
 """
 

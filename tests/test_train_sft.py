@@ -274,8 +274,8 @@ def test_choice_ranking_is_the_gold_choices_cross_entropy_over_acc_norm_scores(b
     """The ranking term against an independent computation: each row's adapter split out of the batch,
     the choices scored by the evaluation's own log-likelihood scorer (full sequences, no shared
     context), divided by their length in characters and multiplied by the mean length, and the
-    cross-entropy of the gold one taken by hand. Rows without choices are skipped; a row with more choices than ``choice_max`` is ranked
-    on the gold one and a draw of the others."""
+    cross-entropy of the gold one taken by hand. Rows without choices are skipped; a row with more
+    choices than ``choice_max`` is ranked on the gold one and a draw of the others."""
     import math
     import random
 
@@ -292,7 +292,8 @@ def test_choice_ranking_is_the_gold_choices_cross_entropy_over_acc_norm_scores(b
             p.add_(0.05 * torch.randn_like(p))  # a fresh generator's adapters are zero
     job = SFTJob(cfg, base, gen, tasks, [], torch.device("cpu"))
     examples = [Example("What is 2 plus 3?", "5"),
-                Example("Which colour is the sky?", choices=["green", "blue sky", "red", "a yellow one", "grey"], gold=1),
+                Example("Which colour is the sky?", choices=["green", "blue sky", "red", "a yellow one", "grey"],
+                        gold=1),
                 Example("Is 4 bigger than 2?", choices=["no", "yes"], gold=1),
                 Example("Pick one.", choices=["x", "yy"], gold=0)]  # beyond choice_rows: not ranked
     adapters = job.model(job.embed([t.name for t in tasks]))

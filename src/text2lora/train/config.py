@@ -216,7 +216,8 @@ class SFTConfig(_GeneratorConfig, _TaskConfig):
         "those scores. SFT alone raises the gold choice's likelihood but not its margin over the distractors. "
         "0 disables."))
     choice_rows: int = Field(2, ge=1, description="With ``choice_loss``: at most this many multiple-choice rows of "
-                                                  "a batch are ranked (each costs a forward pass per choice).")
+                                                  "a batch are ranked (each adds a row per ranked choice to a second "
+                                                  "forward pass of the base model).")
     choice_max: int = Field(4, ge=2, description="With ``choice_loss``: rank the gold choice against at most this "
                                                  "many choices in all (a seeded draw of the distractors).")
 
