@@ -10,8 +10,9 @@ items); by answer format (multiple choice, short answers, long answers averaging
 collection of the validation task; and the multiple-choice items' accuracy as the benchmarks score it
 (acc_norm, a percentage, not a loss). The items are the ones `t2l train sft RECIPE` validates on (the
 recipe's validation tasks, seed, number of examples and token caps; with ``mc_unlisted`` above 0 every
-listed-choice item also without its choices), so generators trained by different recipes are compared on the same items. Each generator
-makes one adapter per task from the task's first held-out (else training) description, as in training.
+listed-choice item also without its choices), so generators trained by different recipes are compared
+on the same items. Each generator makes one adapter per task from the task's first held-out (else
+training) description, as in training.
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ def _fixed_ce(job: SFTJob, items, adapter: LoRAAdapter | None) -> float | None:
     return total / len(items)
 
 
-def _mc_accuracy(job: SFTJob, gen: TextToLoRA, items, adapter: LoRAAdapter | None, fixed: bool) -> float | None:
-    """acc_norm (%) of the multiple-choice ``items``, scored as the benchmarks are (full prompt, every
-    choice's summed log-probability per character) under each task's adapter (``fixed``: ``adapter``
-    or none)."""
+def _mc_accuracy(job: SFTJob, gen: TextToLoRA, items, adapter: LoRAAdapter | None,
+                 fixed: bool) -> tuple[float, int] | None:
+    """(acc_norm in %, number) of the multiple-choice ``items``, scored as the benchmarks are (full
+    prompt, every choice's summed log-probability per character) under each task's adapter (``fixed``:
+    ``adapter`` or none)."""
     from text2lora.data import format_prompt
     from text2lora.eval.metrics import choice_predictions
     from text2lora.eval.scoring import encode_mc, score_choices
@@ -86,7 +88,7 @@ def _mc_accuracy(job: SFTJob, gen: TextToLoRA, items, adapter: LoRAAdapter | Non
     scores = score_choices(job.base, [encode_mc(tok, format_prompt(ex, tok, "zero_shot"), ex.choices) for _, ex in mc],
                            [made[t.name] for t, _ in mc])
     right = [choice_predictions(s, ex.choices)[1] == ex.gold for s, (_, ex) in zip(scores, mc)]
-    return round(100 * sum(right) / len(right), 2)
+    return round(100 * sum(right) / len(right), 2), len(right)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,9 +136,9 @@ def _run(args: argparse.Namespace) -> int:
             if parts:
                 total = sum(n for n, _ in parts)
                 row[f"{name} ({total})"] = round(sum(n * ce for n, ce in parts) / total, 4)
-        mc_acc = _mc_accuracy(job, gen, job.val_items, adapter, fixed)
-        if mc_acc is not None:
-            row[f"MC acc_norm % ({sum(1 for _, ex in job.val_items if ex.choices)})"] = mc_acc
+        mc = _mc_accuracy(job, gen, job.val_items, adapter, fixed)
+        if mc is not None:
+            row[f"MC acc_norm % ({mc[1]})"] = mc[0]
         out[path] = row
     return report("generator", out, args.json, recipe=args.recipe, measure="validation CE")
 
