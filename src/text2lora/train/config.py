@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
     max_response_tokens: int = Field(512, ge=1, description="Responses longer than this keep their first tokens.")
     device: str | None = Field(None, description="Device when not launched by ``accelerate`` (default: CUDA if "
                                                  "present, else CPU).")
+    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the frozen base model: auto is bfloat16 on CUDA and float32 elsewhere; "
+                            "float32 on CUDA runs its matrix products in TF32 (the precision the CPU evaluates in).")
 
     @model_validator(mode="after")
     def _check_modules(self) -> TrainConfig:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import STOP_FILE
+from ..base import BaseModel, load_base
 from ..errors import CheckpointError, T2LError
 from .config import TrainConfig
 from .run import RunDir
@@ -135,6 +136,14 @@ def make_accelerator(cfg: TrainConfig):
 
     cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
     return Accelerator(cpu=cpu, mixed_precision="no")
+
+
+def load_train_base(cfg: TrainConfig, device: torch.device) -> BaseModel:
+    """The frozen base model of a run, on ``device`` in ``cfg.base_dtype``."""
+    dtype = None if cfg.base_dtype == "auto" else getattr(torch, cfg.base_dtype)
+    if dtype is torch.float32 and torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return load_base(cfg.base, cfg.target_modules, device=device, dtype=dtype)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import LoRAAdapter
-from ..base import BaseModel, load_base
+from ..base import BaseModel
 from ..data import Example, TaskRecord, TaskSampler, resolve_tasks, task_slug
 from ..errors import AdapterError, ConfigError
 from .batches import ExampleSampler, encode_examples, lm_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
-from .loop import LoopResult, make_accelerator, train_loop
+from .loop import LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
 from .tasks import recipe_tasks, split_tasks
 
@@ -151,7 +151,7 @@ def _task_split(task: TaskRecord, cfg: LoRAConfig) -> tuple[list[Example], list[
 
 def _load(cfg: LoRAConfig, base: BaseModel | None, accelerator) -> BaseModel:
     if base is None:
-        base = load_base(cfg.base, cfg.target_modules, device=accelerator.device)
+        base = load_train_base(cfg, accelerator.device)
     return base
 
 

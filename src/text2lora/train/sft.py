@@ -24,14 +24,14 @@ import torch
 from torch import Tensor
 
 from ..adapter import AdapterBatch
-from ..base import BaseModel, load_base
+from ..base import BaseModel
 from ..data import TaskRecord, TaskSampler
 from ..encoders import EncoderSpec, TaskIdEncoder, load_encoder
 from ..generator import TextToLoRA
 from ..inject import apply_adapters
 from .batches import encode_examples, lm_response_logprobs, lm_response_loss, neftune, validation_examples
 from .config import SFTConfig
-from .loop import GeneratorJob, LoopResult, make_accelerator, train_loop
+from .loop import GeneratorJob, LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
 from .tasks import recipe_tasks
 
@@ -211,7 +211,7 @@ def train_sft(cfg: SFTConfig, out: str | Path, *, resume: bool = False, quiet: b
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     tasks, val_tasks = recipe_tasks(cfg, tasks, val_tasks)
     if base is None:
-        base = load_base(cfg.base, cfg.target_modules, device=accelerator.device)
+        base = load_train_base(cfg, accelerator.device)
     gen = build_generator(cfg, base, [t.name for t in tasks + val_tasks], encoder)
     gen.to(accelerator.device)
     job = SFTJob(cfg, base, gen, tasks, val_tasks, accelerator.device, accelerator.process_index)
