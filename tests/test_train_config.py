@@ -204,3 +204,5 @@ def test_base_dtype_sets_the_precision_of_the_frozen_base(tmp_path):
     assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
     with pytest.raises(ConfigError, match="base_dtype"):
         load_config("sft", base_dtype="float16")
+    with pytest.raises(ConfigError, match="base_dtype"):  # recon loads no base model
+        load_config("recon", base_dtype="float32")

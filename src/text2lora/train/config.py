@@ -63,9 +63,6 @@ class TrainConfig(BaseModel):
     max_response_tokens: int = Field(512, ge=1, description="Responses longer than this keep their first tokens.")
     device: str | None = Field(None, description="Device when not launched by ``accelerate`` (default: CUDA if "
                                                  "present, else CPU).")
-    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Precision of the frozen base model: auto is bfloat16 on CUDA and float32 elsewhere; "
-                            "float32 on CUDA runs its matrix products in TF32 (the precision the CPU evaluates in).")
 
     @model_validator(mode="after")
     def _check_modules(self) -> TrainConfig:
@@ -87,6 +84,9 @@ class _TaskConfig(TrainConfig):
                                                "the training tasks.")
     num_val_tasks: int = Field(0, ge=0, description="When ``val_tasks`` is empty: hold out this many training tasks "
                                                     "(seeded) for validation.")
+    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the frozen base model: auto is bfloat16 on CUDA and float32 elsewhere; "
+                            "float32 on CUDA runs its matrix products in TF32 (the precision the CPU evaluates in).")
     val_examples: int = Field(16, ge=1, description="Validation examples per validation task.")
     mc_unlisted: float = Field(0.0, ge=0, le=1, description=(
         "Probability that a training multiple-choice example whose prompt lists its choices (BIG-bench) is shown "

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .._io import STOP_FILE
 from ..base import BaseModel, load_base
 from ..errors import CheckpointError, T2LError
-from .config import TrainConfig
+from .config import TrainConfig, _TaskConfig
 from .run import RunDir
 
 __all__ = ["Job", "LoopResult", "NonFiniteLossError", "Trainer", "make_accelerator", "make_optimizer",
@@ -138,7 +138,7 @@ def make_accelerator(cfg: TrainConfig):
     return Accelerator(cpu=cpu, mixed_precision="no")
 
 
-def load_train_base(cfg: TrainConfig, device: torch.device) -> BaseModel:
+def load_train_base(cfg: _TaskConfig, device: torch.device) -> BaseModel:
     """The frozen base model of a run, on ``device`` in ``cfg.base_dtype``."""
     dtype = None if cfg.base_dtype == "auto" else getattr(torch, cfg.base_dtype)
     if dtype is torch.float32 and torch.device(device).type == "cuda":
