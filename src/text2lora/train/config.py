@@ -86,7 +86,8 @@ class _TaskConfig(TrainConfig):
                                                     "(seeded) for validation.")
     base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Precision of the frozen base model: auto is bfloat16 on CUDA and float32 elsewhere; "
-                            "float32 on CUDA runs its matrix products in TF32 (the precision the CPU evaluates in).")
+                            "float32 on CUDA runs its matrix products in TF32 (the precision the CPU evaluates in); "
+                            "bfloat16 is refused off CUDA.")
     val_examples: int = Field(16, ge=1, description="Validation examples per validation task.")
     mc_unlisted: float = Field(0.0, ge=0, le=1, description=(
         "Probability that a training multiple-choice example whose prompt lists its choices (BIG-bench) is shown "

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .._io import STOP_FILE
 from ..base import BaseModel, load_base
-from ..errors import CheckpointError, T2LError
+from ..errors import CheckpointError, ConfigError, T2LError
 from .config import TrainConfig, _TaskConfig
 from .run import RunDir
 
@@ -131,11 +131,16 @@ class LoopResult:
 
 
 def make_accelerator(cfg: TrainConfig):
-    """An :class:`accelerate.Accelerator` honouring ``cfg.device`` when not under a launcher."""
+    """An :class:`accelerate.Accelerator` honouring ``cfg.device`` when not under a launcher. Refuses a
+    bfloat16 base off CUDA before the run directory is written (CPUs run it many times slower)."""
     from accelerate import Accelerator
 
     cpu = cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available())
-    return Accelerator(cpu=cpu, mixed_precision="no")
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no")
+    if getattr(cfg, "base_dtype", "auto") == "bfloat16" and accelerator.device.type != "cuda":
+        raise ConfigError(f"base_dtype: bfloat16 is for CUDA; on {accelerator.device.type} it runs many times "
+                          "slower than float32; use base_dtype auto or float32")
+    return accelerator
 
 
 def load_train_base(cfg: _TaskConfig, device: torch.device) -> BaseModel:
