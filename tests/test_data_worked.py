@@ -10,6 +10,7 @@ import pytest
 
 from text2lora.data.decontam import ngram_hashes
 from text2lora.data.descriptions import programs_descriptions, worked_descriptions
+from text2lora.data.prompts import COT_PREFILL
 from text2lora.data.sources.programs import build_programs
 from text2lora.data.sources.worked import HELDOUT_TASKS, KINDS, build_worked
 from text2lora.eval.metrics import gsm8k_correct
@@ -76,7 +77,7 @@ def test_solutions_are_right_by_an_independent_reading_of_the_question(records):
             assert answer > 0 and answer.denominator == 1, ex.prompt
             answer = int(answer)
             assert ex.meta["answer"] == str(answer), (ex.prompt, ex.response)
-            assert ex.response.endswith(f"The answer is {answer}.")
+            assert ex.response.endswith((f"\nThe answer is {answer}.", f" The answer is {answer}.", f"So the answer is {answer}."))
             assert gsm8k_correct(ex.response, str(answer))[0]  # the benchmark's own reading of the answer
 
 
@@ -122,3 +123,38 @@ def test_no_generated_problem_shares_a_long_word_sequence_with_another_kind(reco
         if name in HELDOUT_TASKS:
             continue
         assert not any(ngram_hashes(ex.prompt, 8) & held for ex in rec.splits["train"]), name
+
+
+def _opens_with_opener(text: str) -> bool:
+    return text.startswith(("Let's work it out step by step.", "Step by step:"))
+
+
+def test_layouts_vary_and_a_prefilled_solution_has_no_opener_of_its_own(records):
+    # adapters should learn to reason, not one layout: about half the solutions are prose, half one step
+    # a line; about half close "So the answer is"; about a third open with GSM8K's prefill instead of an opener
+    exs = [ex for rec in records.values() for ex in rec.splits["train"]]
+    n = len(exs)
+    bodies = [ex.response.split("\n", 1)[1] if _opens_with_opener(ex.response) else ex.response for ex in exs]
+    prose = sum("\n" not in body for body in bodies)
+    lines = sum(all(line.endswith(".") for line in body.split("\n")) for body in bodies if "\n" in body)
+    assert prose + lines == n
+    so = sum(ex.response.endswith(f"So the answer is {ex.meta['answer']}.") for ex in exs)
+    prefilled = [ex for ex in exs if ex.meta.get("prefill")]
+    assert 0.4 < prose / n < 0.6 and 0.4 < so / n < 0.6 and 0.25 < len(prefilled) / n < 0.42, (prose, so, len(prefilled), n)
+    assert {ex.meta["prefill"] for ex in prefilled} == {COT_PREFILL}
+    assert not any(_opens_with_opener(ex.response) for ex in prefilled)
+    assert any(_opens_with_opener(ex.response) for ex in exs if not ex.meta.get("prefill"))
+
+
+def test_the_problems_do_not_depend_on_the_layout(monkeypatch):
+    # the layout has its own generator: forcing every solution into one layout leaves the problems as they were
+    import text2lora.data.sources.worked as worked
+    varied, _ = build_worked(worked_descriptions(), seed=0, max_examples=40)
+    monkeypatch.setattr(worked, "PREFILL_SHARE", 0.0)
+    # the same draw of the opener as solve_lines makes, then always one step a line
+    monkeypatch.setattr(worked, "solve_lines",
+                        lambda lines, answer, rng, style=None: (worked.pick(rng, worked._OPENERS), "\n".join(lines))[1])
+    fixed, _ = build_worked(worked_descriptions(), seed=0, max_examples=40)
+    split = lambda recs: [(r.name, s, ex.prompt) for r in recs for s, exs in r.splits.items() for ex in exs]  # noqa: E731
+    assert split(varied) == split(fixed)
+    assert not any(ex.meta.get("prefill") for r in fixed for ex in r.splits["train"])

