@@ -1,0 +1,76 @@
+"""Whether a generator's math adapters make a worked solution likelier than unrelated adapters do.
+
+    python scripts/worked_probe.py [GENERATOR_DIR ...] [--json FILE]
+
+One grade-school word problem not used in training, solved twice in the same words: as prose and
+one step a line. Each is scored as GSM8K is evaluated (after the "Let's think step by step."
+prefill): the mean cross-entropy of the solution's tokens and the end of turn, without an adapter,
+under the adapters of GSM8K's five held-out descriptions (mean) and under the adapters of three
+unrelated descriptions (mean). A diagnostic of the slow test in tests/test_shipped_generator.py (which
+compares the first held-out description with the first unrelated one on the prose solution), not a
+score: nothing is chosen by it. Without a generator argument the shipped default is probed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from _table import report
+from text2lora import TextToLoRA, apply_adapters, load_base
+from text2lora.data import Example, alignment_set
+from text2lora.data.prompts import COT_PREFILL
+from text2lora.errors import T2LError
+from text2lora.train.batches import encode_examples, lm_response_loss
+
+PROBLEM = ("A baker makes 14 loaves of bread in the morning and 9 in the afternoon. She sells 17 loaves and "
+           "gives 2 to a neighbour. How many loaves does she have left?")
+STEPS = ["In total she makes 14 + 9 = 23 loaves.", "She sells 17 and gives away 2, so 17 + 2 = 19 loaves leave "
+         "the shop.", "That leaves 23 - 19 = 4 loaves."]
+SOLUTIONS = {"prose": " ".join(STEPS) + " So the answer is 4.", "lines": "\n".join(STEPS) + "\nThe answer is 4."}
+UNRELATED = ("Translate an English sentence into German.",
+             "Classify the sentiment of a movie review as positive or negative.",
+             "Answer trivia questions about history.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("generators", nargs="*", help="generator directories (default: the shipped one)")
+    ap.add_argument("--json", help="also write the numbers to this JSON file")
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except T2LError as e:  # missing generator, wrong base: say what, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    base = load_base()
+    gens = {p: TextToLoRA.from_pretrained(p, base=base.spec) for p in args.generators} or \
+        {"shipped": TextToLoRA.from_pretrained(base=base.spec)}
+    batches = {name: encode_examples(base.tokenizer, [Example(PROBLEM, text, meta={"prefill": COT_PREFILL})])
+               for name, text in SOLUTIONS.items()}
+
+    def loss(name: str, adapter) -> float:
+        with torch.no_grad():
+            if adapter is None:
+                return float(lm_response_loss(base.model, batches[name]))
+            with apply_adapters(base.model, adapter, base.spec):
+                return float(lm_response_loss(base.model, batches[name]))
+
+    math = alignment_set("gsm8k", "heldout")
+    out = {"no adapter": {name: round(loss(name, None), 4) for name in SOLUTIONS}}
+    for label, gen in gens.items():
+        aligned, unrelated = gen.generate(list(math)), gen.generate(list(UNRELATED))
+        for group, adapters in (("math descriptions", aligned), ("unrelated descriptions", unrelated)):
+            out[f"{label}, {group}"] = {name: round(sum(loss(name, a) for a in adapters) / len(adapters), 4)
+                                        for name in SOLUTIONS}
+    print(f"cross-entropy of a worked solution ({len(math)} held-out math descriptions, {len(UNRELATED)} unrelated)")
+    return report("adapters", out, args.json, problem=PROBLEM, solutions=SOLUTIONS, unrelated=list(UNRELATED))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
