@@ -14,6 +14,7 @@ score: nothing is chosen by it. Without a generator argument the shipped default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import torch
@@ -55,11 +56,9 @@ def _run(args: argparse.Namespace) -> int:
                for name, text in SOLUTIONS.items()}
 
     def loss(name: str, adapter) -> float:
-        with torch.no_grad():
-            if adapter is None:
-                return float(lm_response_loss(base.model, batches[name]))
-            with apply_adapters(base.model, adapter, base.spec):
-                return float(lm_response_loss(base.model, batches[name]))
+        applied = apply_adapters(base.model, adapter, base.spec) if adapter is not None else contextlib.nullcontext()
+        with torch.no_grad(), applied:
+            return float(lm_response_loss(base.model, batches[name]))
 
     math = alignment_set("gsm8k", "heldout")
     out = {"no adapter": {name: round(loss(name, None), 4) for name in SOLUTIONS}}
