@@ -17,14 +17,13 @@ import sys
 import torch
 
 from text2lora import TextToLoRA
-from text2lora.errors import T2LError
+from text2lora.errors import CheckpointError, T2LError
 
 
 def average(a: TextToLoRA, b: TextToLoRA, weight: float) -> TextToLoRA:
     """``a`` with its hypernetwork weights replaced by ``(1 - weight) * a + weight * b``."""
-    if (a.base_spec.to_dict(), a.encoder_spec.to_dict(), a.hyper_config.to_dict()) != \
-            (b.base_spec.to_dict(), b.encoder_spec.to_dict(), b.hyper_config.to_dict()):
-        raise T2LError(f"{a.source} and {b.source} are different generators (base, encoder or head "
+    if a.config_dict() != b.config_dict():
+        raise CheckpointError(f"{a.source} and {b.source} are different generators (base, encoder or head "
                        "settings differ; compare their config.json); only checkpoints of one "
                        "architecture can be averaged")
     sa, sb = a.hypernet.state_dict(), b.hypernet.state_dict()
