@@ -24,8 +24,8 @@ def average(a: TextToLoRA, b: TextToLoRA, weight: float) -> TextToLoRA:
     """``a`` with its hypernetwork weights replaced by ``(1 - weight) * a + weight * b``."""
     if a.config_dict() != b.config_dict():
         raise CheckpointError(f"{a.source} and {b.source} are different generators (base, encoder or head "
-                       "settings differ; compare their config.json); only checkpoints of one "
-                       "architecture can be averaged")
+                              "settings differ; compare their config.json); only checkpoints of one "
+                              "architecture can be averaged")
     sa, sb = a.hypernet.state_dict(), b.hypernet.state_dict()
     with torch.no_grad():
         a.hypernet.load_state_dict({k: torch.lerp(v.float(), sb[k].float(), weight).to(v.dtype)

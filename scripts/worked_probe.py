@@ -63,8 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     math = alignment_set("gsm8k", "heldout")
     out = {"no adapter": {name: round(loss(name, None), 4) for name in SOLUTIONS}}
     for label, gen in gens.items():
-        adapters = gen.generate([*math, *UNRELATED])  # one batched pass
-        aligned, unrelated = adapters[:len(math)], adapters[len(math):]
+        made = gen.generate([*math, *UNRELATED])  # one batched pass
+        aligned, unrelated = made[:len(math)], made[len(math):]
         for group, adapters in (("math descriptions", aligned), ("unrelated descriptions", unrelated)):
             out[f"{label}, {group}"] = {name: round(sum(loss(name, a) for a in adapters) / len(adapters), 4)
                                         for name in SOLUTIONS}
