@@ -6,9 +6,9 @@ One grade-school word problem not used in training, solved twice in the same wor
 one step a line. Each is scored as GSM8K is evaluated (after the "Let's think step by step."
 prefill): the mean cross-entropy of the solution's tokens and the end of turn, without an adapter,
 under the adapters of GSM8K's five held-out descriptions (mean) and under the adapters of three
-unrelated descriptions (mean). A diagnostic of the slow test in tests/test_shipped_generator.py (which
-compares the first held-out description with the first unrelated one on the prose solution), not a
-score: nothing is chosen by it. Without a generator argument the shipped default is probed.
+unrelated descriptions (mean), and under the first of each alone: the slow test in
+tests/test_shipped_generator.py compares those two on the prose solution. A diagnostic, not a score:
+nothing is chosen by it. Without a generator argument the shipped default is probed.
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ def _run(args: argparse.Namespace) -> int:
     out = {"no adapter": {name: round(loss(name, None), 4) for name in SOLUTIONS}}
     for label, gen in gens.items():
         made = gen.generate([*math, *UNRELATED])  # one batched pass
-        aligned, unrelated = made[:len(math)], made[len(math):]
-        for group, adapters in (("math descriptions", aligned), ("unrelated descriptions", unrelated)):
-            out[f"{label}, {group}"] = {name: round(sum(loss(name, a) for a in adapters) / len(adapters), 4)
-                                        for name in SOLUTIONS}
+        per = [{name: loss(name, a) for name in SOLUTIONS} for a in made]
+        for group, rows in (("math descriptions", per[:len(math)]), ("unrelated descriptions", per[len(math):])):
+            out[f"{label}, {group}"] = {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in SOLUTIONS}
+        for group, row in (("first math description", per[0]), ("first unrelated description", per[len(math)])):
+            out[f"{label}, {group}"] = {name: round(v, 4) for name, v in row.items()}
     print(f"cross-entropy of a worked solution ({len(math)} held-out math descriptions, {len(UNRELATED)} unrelated)")
     return report("adapters", out, args.json, problem=PROBLEM, solutions=SOLUTIONS, unrelated=list(UNRELATED))
 
