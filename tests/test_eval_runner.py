@@ -232,6 +232,36 @@ def test_run_resume_and_determinism(base, artifacts, tmp_path, monkeypatch):
         run_eval(_cfg(tmp_path / "c", conditions=conds[:2], seed=1), base, tasks)
 
 
+def test_cached_results_are_reused_only_for_the_same_weights(base, artifacts, tmp_path):
+    import shutil
+
+    tasks = _toy_tasks()[:1]
+    shutil.copytree(artifacts / "adapter", tmp_path / "adp")
+    out = tmp_path / "out"
+    first = run_eval(_cfg(out, conditions=[f"A=adapter:{tmp_path / 'adp'}"]), base, tasks)
+    # the same files under another path: reused, nothing scored again
+    shutil.copytree(tmp_path / "adp", tmp_path / "moved")
+    again = run_eval(_cfg(out, conditions=[f"A=adapter:{tmp_path / 'moved'}"]), base, tasks)
+    assert len(load_results(out / "results.jsonl")) == len(first) == 4 and _numbers(again) == _numbers(first)
+    # other weights at the same path (a training run's best/ overwritten): refused, not mixed into row A
+    random_adapter(base.spec, seed=6).save(tmp_path / "other")
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copyfile(tmp_path / "other" / name, tmp_path / "adp" / name)
+    with pytest.raises(ConfigError, match="condition 'A' from other weights.*files at that path have changed"):
+        run_eval(_cfg(out, conditions=[f"A=adapter:{tmp_path / 'adp'}"]), base, tasks)
+    # under a new label the new weights are scored, and they score differently
+    other = run_eval(_cfg(out, conditions=[f"B=adapter:{tmp_path / 'adp'}"]), base, tasks)
+    lp = {(r["condition"], r["index"]): r["logprobs"] for r in other}
+    assert any(lp[("A", i)] != lp[("B", i)] for c, i in lp if c == "A")
+    # records from before fingerprints were kept: checked by their spec
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "results.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "weights"}) + "\n" for r in first))
+    with pytest.raises(ConfigError, match=r"they were made with 'adapter:.*adp', not 'adapter:.*moved'"):
+        run_eval(_cfg(legacy, conditions=[f"A=adapter:{tmp_path / 'moved'}"]), base, tasks)
+
+
 def test_reports_and_compare(base, tmp_path):
     tasks = _toy_tasks()[:2]
     recs = run_eval(_cfg(tmp_path / "r", conditions=["base", "description"]), base, tasks)

@@ -19,7 +19,7 @@ from .errors import OutputExistsError
 
 __all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "STOP_FILE",
            "written_by_t2l", "check_replaceable", "undo_on_failure", "remove_stale_temporaries",
-           "refuse_pickled_weights"]
+           "refuse_pickled_weights", "file_digest"]
 
 #: A file that, once it exists in a training run's directory, stops training after the current step (with a
 #: checkpoint). Training polls it; ``t2l watch --patience`` writes it.
@@ -96,6 +96,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -8,7 +8,6 @@ the base LLM (unless the encoder *is* the base LLM).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -18,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._io import atomic_dir, atomic_write_json, read_json
+from ._io import atomic_dir, atomic_write_json, file_digest, read_json
 from .adapter import AdapterBatch, LoRAAdapter
 from .base import BaseModel, BaseSpec
 from .encoders import Encoder, EncoderSpec, check_descriptions, load_encoder, unreadable_reasons
@@ -32,14 +31,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_GENERATOR_DIR = Path(__file__).parent / "resources" / "generators" / "default"
 """Where the shipped trained generator lives inside the installed package."""
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def upgrade_config(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -254,7 +245,7 @@ class TextToLoRA(nn.Module):
 
             gen._encoder = BaseLMEncoder(base, enc_spec.max_tokens)
         gen.source = str(path)
-        gen.digest = _file_digest(w_path)
+        gen.digest = file_digest(w_path)
         gen.eval()
         if device is not None:
             gen.to(device)

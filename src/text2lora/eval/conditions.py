@@ -30,13 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .._io import file_digest
 from ..adapter import LoRAAdapter
 from ..base import BaseModel
 from ..data import BENCHMARKS, Example, TaskRecord, format_prompt, task_slug
 from ..data.descriptions import alignment_set, benchmark_descriptions, random_strings
 from ..errors import ConfigError
 
-__all__ = ["CONDITION_KINDS", "Condition", "parse_condition", "PreparedExample", "ConditionResolver"]
+__all__ = ["CONDITION_KINDS", "Condition", "parse_condition", "weights_fingerprint", "PreparedExample",
+           "ConditionResolver"]
 
 #: kind -> (prompt condition of text2lora.data, description set for generator kinds, help)
 CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
@@ -115,6 +117,27 @@ def parse_condition(text: str) -> Condition:
         if kind in _NEEDS_PATH and kind not in ("adapter", "oracle"):
             label = f"{label} [{Path(path).name}]"
     return Condition(label=label, kind=kind, path=path or None)
+
+
+_WEIGHT_FILES = (".safetensors", ".json")
+
+
+def weights_fingerprint(cond: Condition) -> str | None:
+    """A SHA-256 over the weight and config files a condition runs, or ``None`` for the base model kinds.
+
+    It covers every ``.safetensors`` and ``.json`` file in the condition's directory and in its
+    immediate subdirectories (an oracle library's adapters), so it changes when the files at the
+    same path are replaced (a training run's ``best/``, a reinstalled shipped generator).
+    """
+    if cond.path is None:
+        return None
+    root = Path(cond.path)
+    files = [root] if root.is_file() else sorted(
+        p for p in [*root.glob("*"), *root.glob("*/*")] if p.is_file() and p.suffix in _WEIGHT_FILES)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root) if f != root else f.name}\0{file_digest(f)}\n".encode())
+    return h.hexdigest()
 
 
 @dataclass

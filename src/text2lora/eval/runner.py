@@ -26,7 +26,7 @@ from ..base import BaseModel
 from ..data import BENCHMARKS, TaskRecord, resolve_tasks
 from ..errors import ConfigError, DataError
 from . import labelled, metrics
-from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition
+from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition, weights_fingerprint
 from .sandbox import require_sandbox, run_many
 from .scoring import encode_mc, generate, score_choices
 
@@ -165,6 +165,26 @@ def _check_pinned(out: Path, cfg: EvalConfig) -> None:
     atomic_write_json(run_json, {"pinned": pinned, "config": asdict(cfg)})
 
 
+def _check_same_weights(out: Path | None, records: Sequence[dict[str, Any]], conds: Sequence[Condition],
+                        fingerprints: dict[str, str | None]) -> None:
+    """Refuse to add to a label's cached results when its weights are not the ones that made them.
+
+    Results are reused by label, so a label whose path now holds other files (or that now names
+    another path) would mix two models' scores in one row. Records written before fingerprints
+    were kept are checked by their condition spec alone.
+    """
+    before: dict[str, set[tuple[str, str | None]]] = {}
+    for r in records:
+        before.setdefault(r["condition"], set()).add((r.get("spec", ""), r.get("weights")))
+    for cond in conds:
+        for spec, weights in before.get(cond.label, ()):
+            if (weights != fingerprints[cond.label]) if weights is not None else (spec != cond.spec):
+                change = ("the files at that path have changed since" if spec == cond.spec
+                          else f"they were made with {spec!r}, not {cond.spec!r}")
+                raise ConfigError(f"{out} holds results for condition {cond.label!r} from other weights ({change}); "
+                                  f"name this condition differently (LABEL=KIND:PATH) or use another --out directory")
+
+
 def _score_mc(base, batch: list[PreparedExample], adapters, cfg: EvalConfig) -> list[dict]:
     items = [encode_mc(base.tokenizer, p.prompt, p.example.choices) for p in batch]
     scores = score_choices(base, items, adapters, batch_size=cfg.batch_size, shared_context=cfg.shared_context)
@@ -242,6 +262,8 @@ def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | No
         _check_pinned(out, cfg)
         jsonl = out / "results.jsonl"
     records = load_results(jsonl, repair=True) if jsonl else []
+    fingerprints = {c.label: weights_fingerprint(c) for c in conds}
+    _check_same_weights(out, records, conds, fingerprints)
     done = {(r["condition"], r["task"], r["split"], r["index"]) for r in records}
     resolver = ConditionResolver(base, shots=cfg.shots, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -274,7 +296,8 @@ def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | No
                     scored = _score_mc(base, batch, adapters, cfg)
                 else:
                     scored = _score_gen(base, batch, adapters, task.metric, cfg)
-                new = [{"condition": cond.label, "spec": cond.spec, "task": task.name, "split": split,
+                new = [{"condition": cond.label, "spec": cond.spec, "weights": fingerprints[cond.label],
+                        "task": task.name, "split": split,
                         "index": p.index, "metric": metric,
                         **({"description": p.description[:300]} if p.description else {}), **r}
                        for p, r in zip(batch, scored)]
