@@ -24,8 +24,8 @@ def _parse(*argv: str):
     (["table", "D", "-b", "boolq", "-c", "base,icl", "--png", "t.png"], "_table",
      {"out": "D", "benchmarks": "boolq", "conditions": "base,icl", "png": "t.png"}),
     (["compare", "a.json", "b"], "_compare", {"a": "a.json", "b": "b", "mc_metric": "acc_norm"}),
-    (["paired", "D", "base", "T2L", "-b", "boolq", "--seed", "3"], "_paired",
-     {"out": "D", "a": "base", "b": "T2L", "benchmarks": "boolq", "seed": 3}),
+    (["paired", "D", "base", "T2L", "-b", "boolq", "--seed", "3", "--not-in", "E"], "_paired",
+     {"out": "D", "a": "base", "b": "T2L", "benchmarks": "boolq", "seed": 3, "not_in": "E"}),
 ])
 def test_each_subcommand_parses_its_arguments(argv, func, fields):
     args = _parse(*argv)
@@ -102,6 +102,20 @@ def test_run_then_every_reading_subcommand_on_a_tiny_model(tiny_dir, tmp_path, c
     assert main(["eval", "paired", str(out), "base", "base + description"]) == 0
     assert capsys.readouterr().out.startswith("b - a on the same items (paired bootstrap")
     assert json.loads((out / "paired_base__vs__base___description.json").read_text())["a"] == "base"
+    # --not-in: only the items another directory did not score (here: all of the first task's)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    first_task = records[0]["task"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["task"] == first_task))
+    assert main(["eval", "paired", str(out), "base", "base + description", "--not-in", str(old)]) == 0
+    capsys.readouterr()
+    fresh = json.loads((out / "paired_base__vs__base___description__not_in_old.json").read_text())
+    others = {r["task"] for r in records} - {first_task}
+    assert others and {row["task"]: row["n"] for row in fresh["tasks"]} == {
+        t: len({r["index"] for r in records if r["task"] == t and r["condition"] == "base"}) for t in others}
+    assert main(["eval", "paired", str(out), "base", "base + description", "--not-in", str(out)]) == 2
+    assert "nothing is left to compare; raise --limit" in capsys.readouterr().err
 
     # the old form gives the same table, with a note naming the subcommand
     assert main(["eval", "--table", str(out), "-c", "base + description", "-b", first]) == 0

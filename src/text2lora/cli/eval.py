@@ -127,6 +127,9 @@ def register(subparsers) -> None:
     pd.add_argument("--benchmarks", "-b", default=None, help="comma list of benchmarks (default: all both scored)")
     _mc_metric_flag(pd)
     pd.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    pd.add_argument("--not-in", default=None, metavar="DIR",
+                    help="leave out the items another eval directory scored (e.g. after a run's --limit was raised, "
+                         "to measure on the new items only)")
     pd.set_defaults(func=_paired)
     for name in LIGHT_EVAL_COMMANDS:
         sub.choices[name].set_defaults(light=True)
@@ -303,13 +306,24 @@ def _paired(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .._io import atomic_write_json
+    from ..errors import T2LError
     from ..eval.report import paired_difference, paired_markdown
 
     records = _scored(args.out)
+    name = f"{args.a}__vs__{args.b}"
+    if args.not_in:
+        seen = {(r["task"], r["split"], r["index"]) for r in _scored(args.not_in)}
+        records = [r for r in records if (r["task"], r["split"], r["index"]) not in seen]
+        if not records:
+            raise T2LError(f"every item {args.out} scored was also scored in {args.not_in}: nothing is left to "
+                           f"compare; raise --limit of `t2l eval run --out {args.out}` to score new items")
+        name += f"__not_in_{Path(args.not_in).name}"
     tasks = None if args.benchmarks in (None, "all") else _csv(args.benchmarks)
     result = paired_difference(records, args.a, args.b, tasks, args.mc_metric, seed=args.seed)
+    if args.not_in:
+        result["not_in"] = str(args.not_in)
     print(paired_markdown(result), end="")
-    safe = "".join(ch if ch.isalnum() else "_" for ch in f"{args.a}__vs__{args.b}")[:120]
+    safe = "".join(ch if ch.isalnum() else "_" for ch in name)[:160]
     atomic_write_json(Path(args.out) / f"paired_{safe}.json", result)
     return 0
 
