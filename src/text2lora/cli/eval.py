@@ -210,6 +210,7 @@ def _eval_flags(args: argparse.Namespace) -> int:
     if args.paired:
         alias("paired OUT A B")
         args.out, args.a, args.b = args.paired
+        args.not_in = None  # the old form has no --not-in
         return _paired(args)
     if args.table:
         alias("table OUT")
