@@ -178,7 +178,8 @@ def _check_same_weights(out: Path | None, records: Sequence[dict[str, Any]], con
         before.setdefault(r["condition"], set()).add((r.get("spec", ""), r.get("weights")))
     for cond in conds:
         for spec, weights in before.get(cond.label, ()):
-            if (weights != fingerprints[cond.label]) if weights is not None else (spec != cond.spec):
+            same = spec == cond.spec if weights is None else weights == fingerprints[cond.label]
+            if not same:
                 change = ("the files at that path have changed since" if spec == cond.spec
                           else f"they were made with {spec!r}, not {cond.spec!r}")
                 raise ConfigError(f"{out} holds results for condition {cond.label!r} from other weights ({change}); "
@@ -262,7 +263,8 @@ def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | No
         _check_pinned(out, cfg)
         jsonl = out / "results.jsonl"
     records = load_results(jsonl, repair=True) if jsonl else []
-    fingerprints = {c.label: weights_fingerprint(c) for c in conds}
+    # only a results directory reuses results by label, so only it needs the weights' fingerprints
+    fingerprints = {c.label: weights_fingerprint(c) if jsonl else None for c in conds}
     _check_same_weights(out, records, conds, fingerprints)
     done = {(r["condition"], r["task"], r["split"], r["index"]) for r in records}
     resolver = ConditionResolver(base, shots=cfg.shots, seed=cfg.seed)
