@@ -323,3 +323,67 @@ def test_choice_loss_trains_and_is_logged(base, tmp_path):
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         ranked = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "choice"]
     assert ranked and all(math.isfinite(v) and v > 0 for v in ranked)
+
+
+def test_adapter_drift_is_the_relative_squared_distance_of_a_and_of_b(base):
+    from text2lora.adapter import AdapterBatch
+    from text2lora.train.sft import adapter_drift
+
+    spec = base.spec
+    def batch(a, b):
+        return AdapterBatch(spec, {m.name: torch.full((2, spec.num_layers, 4, m.in_features), a) for m in spec.modules},
+                            {m.name: torch.full((2, spec.num_layers, m.out_features, 4), b) for m in spec.modules})
+    ref = batch(2.0, 3.0)
+    assert float(adapter_drift(ref, ref)) == 0.0
+    # A 10% larger everywhere: (0.2 / 2)^2 = 0.01; B 2/3 of its size: (1 / 3)^2
+    assert float(adapter_drift(batch(2.2, 3.0), ref)) == pytest.approx(0.01)
+    assert float(adapter_drift(batch(2.2, 2.0), ref)) == pytest.approx(0.01 + 1 / 9)
+
+
+def test_anchor_needs_a_starting_generator():
+    from text2lora.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="anchor_coef.*init_from is not set"):
+        sft_config(anchor_coef=1.0)
+
+
+def test_anchor_keeps_a_continuation_near_its_start_and_resumes_exactly(base, tmp_path):
+    """Continue a trained generator with and without a strong anchor: with it, the adapters it makes
+    for the training tasks move much less from the starting generator's. A run cut after step 3 and
+    resumed ends where the uninterrupted one does (the anchor rows are seeded by the step, the
+    anchor is the starting generator again)."""
+    import csv
+
+    from text2lora.train.sft import adapter_drift
+
+    tasks = tiny_tasks(4)
+    train_sft(sft_config(steps=3, save_every=3), tmp_path / "start", base=base, tasks=tasks, quiet=True)
+    start = str(tmp_path / "start" / "best")
+    names = [t.name for t in tasks]
+
+    def drift(run):
+        a, b = TextToLoRA.from_pretrained(start, base=base), TextToLoRA.from_pretrained(tmp_path / run / "best", base=base)
+        a.hypernet.eval(), b.hypernet.eval()
+        with torch.no_grad():
+            return float(adapter_drift(b.hypernet(b.encoder.encode(names)), a.hypernet(a.encoder.encode(names))))
+
+    free_cfg = sft_config(steps=6, save_every=2, init_from=start)
+    anchored_cfg = sft_config(steps=6, save_every=2, init_from=start, anchor_coef=1e4, anchor_rows=4)
+    train_sft(free_cfg, tmp_path / "free", base=base, tasks=tasks, quiet=True)
+    full = train_sft(anchored_cfg, tmp_path / "anchored", base=base, tasks=tasks, quiet=True)
+    assert drift("anchored") < 0.3 * drift("free"), (drift("anchored"), drift("free"))
+    with open(tmp_path / "anchored" / "metrics.csv", newline="") as f:
+        logged = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "anchor"]
+    assert len(logged) == 6 and all(v >= 0 for v in logged)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, logs):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_sft(anchored_cfg, tmp_path / "cut", base=base, tasks=tasks, quiet=True, on_step=interrupt)
+    resumed = train_sft(anchored_cfg, tmp_path / "cut", base=base, tasks=tasks, quiet=True, resume=True)
+    assert resumed.train_losses == pytest.approx(full.train_losses[2:], abs=1e-6)

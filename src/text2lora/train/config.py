@@ -224,6 +224,22 @@ class SFTConfig(_GeneratorConfig, _TaskConfig):
                                                   "forward pass of the base model).")
     choice_max: int = Field(4, ge=2, description="With ``choice_loss``: rank the gold choice against at most this "
                                                  "many choices in all (a seeded draw of the distractors).")
+    anchor_coef: float = Field(0.0, ge=0, description=(
+        "Weight of a pull toward the starting generator (``init_from``): each step also generates adapters for "
+        "``anchor_rows`` rows drawn from all training tasks (a task, then one of its training descriptions) and adds "
+        "their relative squared distance from what the starting generator makes for the same rows "
+        "(sum((A - A0)^2) / sum(A0^2), plus the same for B). A continuation whose batches favour some tasks (e.g. "
+        "``task_weights`` on the worked problems) then changes those tasks' adapters while the others stay close "
+        "to where they were. 0 disables."))
+    anchor_rows: int = Field(16, ge=1, description="With ``anchor_coef``: rows a step compares with the starting "
+                                                   "generator.")
+
+    @model_validator(mode="after")
+    def _check_anchor(self) -> SFTConfig:
+        if self.anchor_coef and not self.init_from:
+            raise ConfigError("anchor_coef pulls the generator toward its starting point, but init_from is not set; "
+                              "set init_from to the generator checkpoint to continue, or set anchor_coef to 0")
+        return self
 
 
 RECIPES: dict[str, type[TrainConfig]] = {"lora": LoRAConfig, "mt-lora": MTLoRAConfig, "recon": ReconConfig,

@@ -9,12 +9,15 @@ or the task's name through a one-hot encoder (``task-id``).
 Loss: response-only cross-entropy with label smoothing, each sample weighted equally, plus
 ``l2_coef * (mean(A^2) + mean(B^2))`` of the generated weights; NEFTune noise on the input embeddings
 during training; with ``choice_loss``, a ranking term on multiple-choice rows (the gold choice against
-the others, scored as the log-likelihood benchmarks score them). Validation: plain cross-entropy on
-held-out tasks with their held-out descriptions.
+the others, scored as the log-likelihood benchmarks score them); with ``anchor_coef``, the relative
+distance of the adapters made for rows drawn from all training tasks from what the starting generator
+(``init_from``) makes for them. Validation: plain cross-entropy on held-out tasks with their held-out
+descriptions.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from pathlib import Path
@@ -35,7 +38,7 @@ from .loop import GeneratorJob, LoopResult, load_train_base, make_accelerator, t
 from .run import RunDir
 from .tasks import recipe_tasks
 
-__all__ = ["SFTJob", "train_sft", "adapter_l2", "ranked_choices"]
+__all__ = ["SFTJob", "train_sft", "adapter_drift", "adapter_l2", "ranked_choices"]
 
 def adapter_l2(batch: AdapterBatch) -> Tensor:
     """``mean(A^2) + mean(B^2)`` over every generated A (resp. B) element of all modules."""
@@ -44,6 +47,17 @@ def adapter_l2(batch: AdapterBatch) -> Tensor:
     a_n = sum(a.numel() for a in batch.A.values())
     b_n = sum(b.numel() for b in batch.B.values())
     return a_sum / a_n + b_sum / b_n
+
+
+def adapter_drift(batch: AdapterBatch, ref: AdapterBatch) -> Tensor:
+    """Relative squared distance of ``batch``'s generated weights from ``ref``'s (the same rows):
+    ``sum((A - A0)^2) / sum(A0^2)`` over every module's A, plus the same for B."""
+    terms = []
+    for new, old in ((batch.A, ref.A), (batch.B, ref.B)):
+        num = sum((new[m].float() - old[m].float()).pow(2).sum() for m in old)
+        den = sum(old[m].float().pow(2).sum() for m in old)
+        terms.append(num / den.clamp_min(1e-12))
+    return terms[0] + terms[1]
 
 
 class SFTJob(GeneratorJob):
@@ -64,6 +78,8 @@ class SFTJob(GeneratorJob):
         # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
         self.val_items = [(t, ex) for t in (val_tasks or tasks)
                           for ex in validation_examples(t, cfg.val_examples, cfg.seed, cfg.mc_unlisted > 0)]
+        # anchor_coef: a frozen copy of the starting generator's hypernetwork (before any update)
+        self.anchor = copy.deepcopy(gen.hypernet).eval().requires_grad_(False) if cfg.anchor_coef else None
 
     # ------------------------------------------------------------------ conditioning
     def condition_text(self, task: TaskRecord, example, description: str) -> str:
@@ -124,14 +140,38 @@ class SFTJob(GeneratorJob):
             losses.append(torch.logsumexp(scores, 0) - scores[0])  # the gold choice is first in ``keep``
         return torch.stack(losses).mean()
 
+    def anchor_texts(self, step: int) -> list[str]:
+        """The ``anchor_rows`` conditioning texts step ``step`` compares with the starting generator: a
+        task drawn uniformly from all training tasks, then one of its training descriptions (and, for
+        ``conditioning: example``, one of its training examples); seeded by the step, so a resumed
+        run draws what the uninterrupted one did."""
+        rng = random.Random(f"{self.cfg.seed}:anchor:{step}")
+        texts = []
+        for task in rng.choices(self.tasks, k=self.cfg.anchor_rows):
+            example = rng.choice(task.splits["train"]) if task.splits.get("train") else None
+            texts.append(self.condition_text(task, example, rng.choice(task.train_descriptions or [task.name])))
+        return texts
+
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         rows = self.sampler.next_batch()
         texts = [self.condition_text(t, ex, d) for t, ex, d in rows]
         examples = [ex for _, ex, _ in rows]
-        adapters = self.model(self.embed(texts))
+        anchor_texts = self.anchor_texts(step) if self.anchor is not None else []
+        # one forward pass of the hypernetwork for the batch and the anchor rows (DDP allows one a step)
+        adapters = self.model(self.embed(texts + anchor_texts))
+        if anchor_texts:
+            n = len(texts)
+            anchored = adapters.select(range(n, n + len(anchor_texts)))
+            adapters = adapters.select(range(n))
+            with torch.no_grad():
+                start = self.anchor(self.embed(anchor_texts))
+            drift = adapter_drift(anchored, start)
         ce = self._ce(adapters, examples, self.cfg.label_smoothing, self.cfg.neftune_alpha, self.cfg.loss_average)
         l2 = adapter_l2(adapters)
         total, logs = ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
+        if anchor_texts:
+            total = total + self.cfg.anchor_coef * drift
+            logs["anchor"] = float(drift.detach())
         if self.cfg.choice_loss:
             rank = self.choice_ranking(adapters, examples, step)
             if rank is not None:
@@ -183,6 +223,7 @@ def build_generator(cfg: SFTConfig, base: BaseModel, task_names: list[str], enco
     """A fresh generator for ``cfg`` (or the ``init_from`` checkpoint) with its encoder."""
     if cfg.init_from:
         gen = TextToLoRA.from_pretrained(cfg.init_from, base=base)
+        torch.manual_seed(cfg.seed)  # the training noise (dropout, NEFTune), seeded as TextToLoRA.init seeds it
         if encoder is not None:
             gen.set_encoder(encoder)
         return gen
