@@ -78,8 +78,9 @@ class SFTJob(GeneratorJob):
         # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
         self.val_items = [(t, ex) for t in (val_tasks or tasks)
                           for ex in validation_examples(t, cfg.val_examples, cfg.seed, cfg.mc_unlisted > 0)]
-        # anchor_coef: a frozen copy of the starting generator's hypernetwork (before any update)
-        self.anchor = copy.deepcopy(gen.hypernet).eval().requires_grad_(False) if cfg.anchor_coef else None
+        # anchor_coef: a frozen copy of the starting generator's hypernetwork (before any update), in training
+        # mode: it sees the dropout masks the trained one sees
+        self.anchor = copy.deepcopy(gen.hypernet).train().requires_grad_(False) if cfg.anchor_coef else None
 
     # ------------------------------------------------------------------ conditioning
     def condition_text(self, task: TaskRecord, example, description: str) -> str:
@@ -157,15 +158,18 @@ class SFTJob(GeneratorJob):
         texts = [self.condition_text(t, ex, d) for t, ex, d in rows]
         examples = [ex for _, ex, _ in rows]
         anchor_texts = self.anchor_texts(step) if self.anchor is not None else []
-        # one forward pass of the hypernetwork for the batch and the anchor rows (DDP allows one a step)
-        adapters = self.model(self.embed(texts + anchor_texts))
+        emb = self.embed(texts + anchor_texts)
         if anchor_texts:
-            n = len(texts)
-            anchored = adapters.select(range(n, n + len(anchor_texts)))
+            # the starting generator on the same rows with the same dropout masks (the RNG state is put back
+            # for the trained forward pass), so the distance measures the change of weights, not the noise
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+                start = self.anchor(emb)
+        # one forward pass of the hypernetwork for the batch and the anchor rows (DDP allows one a step)
+        adapters = self.model(emb)
+        if anchor_texts:
+            n, rows = len(texts), range(len(texts), len(texts) + len(anchor_texts))
+            drift = adapter_drift(adapters.select(rows), start.select(rows))
             adapters = adapters.select(range(n))
-            with torch.no_grad():
-                start = self.anchor(self.embed(anchor_texts))
-            drift = adapter_drift(anchored, start)
         ce = self._ce(adapters, examples, self.cfg.label_smoothing, self.cfg.neftune_alpha, self.cfg.loss_average)
         l2 = adapter_l2(adapters)
         total, logs = ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
