@@ -112,7 +112,8 @@ WORKED = ("A baker makes 14 loaves of bread in the morning and 9 in the afternoo
                    "(docs/RESULTS.md sections 11, 13 and 15). Four continuations on varied layouts pass it (1.42 vs "
                    "1.43, section 16; 1.30 vs 1.38, section 18; 1.34 vs 1.41, section 19; 1.38 vs 1.52, section "
                    "20) but were not shipped: each is lower on multiple choice, sections 18 and 20's by 0.5 to 0.6 "
-                   "points also on new items (section 21); strict, so it reports when a shipped "
+                   "points also on new items (section 21); an anchored continuation that keeps multiple "
+                   "choice closer fails it too (1.45 vs 1.40, section 22); strict, so it reports when a shipped "
                    "generator passes")
 def test_held_out_math_description_makes_worked_solutions_likelier_than_a_control(smollm2):
     """The adapter from a held-out description of grade-school math must lower the loss of a whole worked
