@@ -145,7 +145,7 @@ class SFTJob(GeneratorJob):
         """The ``anchor_rows`` conditioning texts step ``step`` compares with the starting generator: a
         task drawn uniformly from all training tasks, then one of its training descriptions (and, for
         ``conditioning: example``, one of its training examples); seeded by the step, so a resumed
-        run draws what the uninterrupted one did."""
+        run draws what the uninterrupted one did (data-parallel processes compare the same rows)."""
         rng = random.Random(f"{self.cfg.seed}:anchor:{step}")
         texts = []
         for task in rng.choices(self.tasks, k=self.cfg.anchor_rows):
@@ -167,9 +167,9 @@ class SFTJob(GeneratorJob):
         # one forward pass of the hypernetwork for the batch and the anchor rows (DDP allows one a step)
         adapters = self.model(emb)
         if anchor_texts:
-            n, rows = len(texts), range(len(texts), len(texts) + len(anchor_texts))
-            drift = adapter_drift(adapters.select(rows), start.select(rows))
-            adapters = adapters.select(range(n))
+            anchored = range(len(texts), len(texts) + len(anchor_texts))
+            drift = adapter_drift(adapters.select(anchored), start.select(anchored))
+            adapters = adapters.select(range(len(texts)))
         ce = self._ce(adapters, examples, self.cfg.label_smoothing, self.cfg.neftune_alpha, self.cfg.loss_average)
         l2 = adapter_l2(adapters)
         total, logs = ce + self.cfg.l2_coef * l2, {"ce": float(ce.detach()), "l2": float(l2.detach())}
