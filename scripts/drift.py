@@ -19,7 +19,7 @@ import sys
 import torch
 
 from _table import report
-from text2lora import TextToLoRA, load_base
+from text2lora import TextToLoRA
 from text2lora.data import alignment_set, resolve_tasks
 from text2lora.errors import T2LError
 from text2lora.train.sft import adapter_drift
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    spec = load_base().spec
+    ref = TextToLoRA.from_pretrained(args.reference)  # the adapters alone are compared: no base model is loaded
     tasks = resolve_tasks(["bigbench", "olmo", "worked", "programs"])
     drawn = random.Random(0).sample(tasks, min(args.tasks, len(tasks)))
     sets = {f"training tasks ({len(drawn)})": [(t.train_descriptions or [t.name])[0] for t in drawn],
@@ -51,13 +51,12 @@ def _run(args: argparse.Namespace) -> int:
 
     def adapters(gen: TextToLoRA, texts: list[str]):
         with torch.no_grad():
-            return gen.hypernet(gen.encoder.encode(texts))
+            return gen(gen.embed(texts))
 
-    ref = TextToLoRA.from_pretrained(args.reference, base=spec)
     made = {name: adapters(ref, texts) for name, texts in sets.items()}
     rows = {}
     for path in args.generators:
-        gen = TextToLoRA.from_pretrained(path, base=spec)
+        gen = TextToLoRA.from_pretrained(path, base=ref.base_spec)  # another base's generator: named and refused
         rows[path] = {name: float(adapter_drift(adapters(gen, texts), made[name])) for name, texts in sets.items()}
     print(f"relative squared distance of the adapters from {args.reference}'s")
     return report("generator", rows, args.json, reference=args.reference, seed=0)

@@ -68,11 +68,16 @@ def hypernet_state(path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def train_losses(run_dir: Path) -> list[float]:
+def logged(run_dir: Path, metric: str, split: str = "train") -> list[float]:
+    """The values of ``metric`` a run logged for ``split``, in step order, from its metrics.csv."""
     import csv
 
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [float(r["value"]) for r in csv.DictReader(f) if r["split"] == "train" and r["metric"] == "loss"]
+        return [float(r["value"]) for r in csv.DictReader(f) if r["split"] == split and r["metric"] == metric]
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return logged(run_dir, "loss")
 
 
 def sharp_base():

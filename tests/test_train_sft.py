@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _train_util import (ONE_EXAMPLE, base, hypernet_state, one_example_tasks, plain_response_loss,  # noqa: F401
-                         sft_config, tasks, tiny_tasks, train_losses)  # (base, tasks: fixtures)
+from _train_util import (ONE_EXAMPLE, base, hypernet_state, logged, one_example_tasks,  # noqa: F401
+                         plain_response_loss, sft_config, tasks, tiny_tasks, train_losses)  # (base, tasks: fixtures)
 from text2lora.errors import OutputExistsError
 from text2lora import TextToLoRA
 from text2lora.train import NonFiniteLossError, train_sft
@@ -315,13 +315,11 @@ def test_choice_ranking_is_the_gold_choices_cross_entropy_over_acc_norm_scores(b
 
 
 def test_choice_loss_trains_and_is_logged(base, tmp_path):
-    import csv
     import math
 
     cfg = sft_config(steps=3, choice_loss=0.5)
     train_sft(cfg, tmp_path / "run", base=base, tasks=tiny_tasks(4), quiet=True)
-    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
-        ranked = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "choice"]
+    ranked = logged(tmp_path / "run", "choice")
     assert ranked and all(math.isfinite(v) and v > 0 for v in ranked)
 
 
@@ -353,8 +351,6 @@ def test_anchor_keeps_a_continuation_near_its_start_and_resumes_exactly(base, tm
     is exactly 0 (hypernetwork dropout is on in both tiny runs). A run cut after step 3 and
     resumed ends where the uninterrupted one does (the anchor rows are seeded by the step, the
     anchor is the starting generator again)."""
-    import csv
-
     from text2lora.train.sft import adapter_drift
 
     tasks = tiny_tasks(4)
@@ -362,21 +358,21 @@ def test_anchor_keeps_a_continuation_near_its_start_and_resumes_exactly(base, tm
     start = str(tmp_path / "start" / "best")
     names = [t.name for t in tasks]
 
-    def drift(run):
-        a, b = TextToLoRA.from_pretrained(start, base=base), TextToLoRA.from_pretrained(tmp_path / run / "best", base=base)
-        a.hypernet.eval(), b.hypernet.eval()
+    def adapters(path):  # the generator at path, in eval mode as loaded, for the tasks' conditioning texts
+        gen = TextToLoRA.from_pretrained(path, base=base)
         with torch.no_grad():
-            return float(adapter_drift(b.hypernet(b.encoder.encode(names)), a.hypernet(a.encoder.encode(names))))
+            return gen(gen.embed(names))
 
     free_cfg = sft_config(steps=6, save_every=2, init_from=start)
     anchored_cfg = sft_config(steps=6, save_every=2, init_from=start, anchor_coef=1e4, anchor_rows=4)
     train_sft(free_cfg, tmp_path / "free", base=base, tasks=tasks, quiet=True)
     full = train_sft(anchored_cfg, tmp_path / "anchored", base=base, tasks=tasks, quiet=True)
-    assert drift("anchored") < 0.3 * drift("free"), (drift("anchored"), drift("free"))
-    with open(tmp_path / "anchored" / "metrics.csv", newline="") as f:
-        logged = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "anchor"]
+    made = adapters(start)
+    drift = {run: float(adapter_drift(adapters(tmp_path / run / "best"), made)) for run in ("anchored", "free")}
+    assert drift["anchored"] < 0.3 * drift["free"], drift
+    distances = logged(tmp_path / "anchored", "anchor")
     # step 1 runs the starting weights with the starting generator's dropout masks: no distance at all
-    assert len(logged) == 6 and logged[0] == 0.0 and all(v > 0 for v in logged[1:])
+    assert len(distances) == 6 and distances[0] == 0.0 and all(v > 0 for v in distances[1:])
 
     class Stop(Exception):
         pass
