@@ -215,7 +215,7 @@ def test_fetch_failure_names_command(tmp_path, monkeypatch):
 
 def test_sni_checkout_and_hub_snapshots(cache):
     build_collection("benchmarks", quiet=True)
-    build_collection("sni", quiet=True, sni_source=str(FIX / "sni" / "checkout"))
+    build_collection("sni", quiet=True, source=str(FIX / "sni" / "checkout"))
     sni = {r.name: r for r in load_collection("sni")}
     # task003 is not in splits/default/train_tasks.txt; task002 names BoolQ as its source
     assert list(sni) == ["sni/task001_toy_reverse"]
@@ -226,7 +226,7 @@ def test_sni_checkout_and_hub_snapshots(cache):
     assert len(t.splits["train"]) == 27 and len(t.splits["validation"]) == 3
     assert t.splits["train"][0].response[::-1] == t.splits["train"][0].prompt
 
-    build_collection("sni", quiet=True, sni_source=str(FIX / "sni" / "hub"))
+    build_collection("sni", quiet=True, source=str(FIX / "sni" / "hub"))
     hub = {r.name: r for r in load_collection("sni")}
     swap = hub["sni/task004_toy_swap"]
     assert {k: len(v) for k, v in swap.splits.items()} == {"test": 4, "train": 16, "validation": 4}

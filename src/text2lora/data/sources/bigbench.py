@@ -1,4 +1,5 @@
-"""BIG-bench JSON tasks, read from the ``bigbench==1.0.0`` source distribution (never installed).
+"""BIG-bench JSON tasks, read from the ``bigbench==1.0.0`` source distribution (never installed) or a
+checkout of the BIG-bench repository, which holds the same ``bigbench/benchmark_tasks`` folder.
 
 Every ``benchmark_tasks/**/task.json`` with examples is a candidate task; a task with subtasks
 contributes each subtask (the parent file holds no examples). Task names are
@@ -51,7 +52,8 @@ def iter_bigbench_tasks(path: str | Path) -> Iterator[tuple[str, dict]]:
     elif path.is_file():
         items = iter_tar_json(path)
     else:
-        raise DataError(f"BIG-bench source {path} does not exist; run `t2l data fetch bigbench`")
+        raise DataError(f"BIG-bench source {path} does not exist; pass the bigbench-1.0.0 sdist or a BIG-bench "
+                        "checkout, or run `t2l data fetch bigbench` to download the pinned package")
     for member, raw in items:
         parent = member[: -len("/task.json")]
         if _MARK in parent:
@@ -130,8 +132,10 @@ def build_bigbench(source: str | Path, descriptions: dict[str, list[str]], *, mi
     kept: list[TaskRecord] = []
     dropped: dict[str, str] = {}
     bar = tqdm(desc="bigbench tasks", unit="task", disable=quiet)
+    seen = 0
     for rel, task in iter_bigbench_tasks(source):
         bar.update(1)
+        seen += 1
         name = f"bigbench/{rel}"
         n = len(task.get("examples") or [])
         if n == 0:
@@ -152,5 +156,8 @@ def build_bigbench(source: str | Path, descriptions: dict[str, list[str]], *, mi
             info={"num_examples_total": n, "keywords": list(task.get("keywords") or []),
                   "original_description": str(task.get("description") or "")}))
     bar.close()
+    if not seen:
+        raise DataError(f"no BIG-bench task (a task.json under benchmark_tasks/) in {source}; pass the bigbench-1.0.0 "
+                        "sdist or a checkout of the BIG-bench repository (https://github.com/google/BIG-bench)")
     kept.sort(key=lambda r: r.name)
     return kept, dropped
