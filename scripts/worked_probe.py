@@ -1,14 +1,17 @@
 """Whether a generator's math adapters make a worked solution likelier than unrelated adapters do.
 
-    python scripts/worked_probe.py [GENERATOR_DIR ...] [--json FILE]
+    python scripts/worked_probe.py [GENERATOR_DIR ...] [--neighbours K] [--json FILE]
 
 One grade-school word problem not used in training, solved twice in the same words: as prose and
 one step a line. Each is scored as GSM8K is evaluated (after the "Let's think step by step."
 prefill): the mean cross-entropy of the solution's tokens and the end of turn, without an adapter,
 under the adapters of GSM8K's five held-out descriptions (mean) and under the adapters of three
 unrelated descriptions (mean), and under the first of each alone: the slow test in
-tests/test_shipped_generator.py compares those two on the prose solution. A diagnostic, not a score:
-nothing is chosen by it. Without a generator argument the shipped default is probed.
+tests/test_shipped_generator.py compares those two on the prose solution. With ``--neighbours K``,
+also under the adapters of the worked-problem tasks' first training descriptions, and of the K
+training descriptions (of all the package ships) nearest the first math description by the
+generator's description encoder, which are listed. A diagnostic, not a score: nothing is chosen by
+it. Without a generator argument the shipped default is probed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from _table import report
 from text2lora import TextToLoRA, apply_adapters, load_base
 from text2lora.data import Example, alignment_set
+from text2lora.data.descriptions import (bigbench_descriptions, olmo_descriptions, programs_descriptions,
+                                         worked_descriptions)
 from text2lora.data.prompts import COT_PREFILL
 from text2lora.errors import T2LError
 from text2lora.train.batches import encode_examples, lm_response_loss
@@ -39,6 +44,9 @@ UNRELATED = ("Translate an English sentence into German.",
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("generators", nargs="*", help="generator directories (default: the shipped one)")
+    ap.add_argument("--neighbours", type=int, default=0, metavar="K",
+                    help="also probe the worked tasks' descriptions and the K training descriptions nearest the "
+                         "first math description")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
     try:
@@ -61,16 +69,44 @@ def _run(args: argparse.Namespace) -> int:
             return float(lm_response_loss(base.model, batches[name]))
 
     math = alignment_set("gsm8k", "heldout")
+    worked = [sets["train"][0] for sets in worked_descriptions().values()]
     out = {"no adapter": {name: round(loss(name, None), 4) for name in SOLUTIONS}}
+    meta = {}
     for label, gen in gens.items():
-        made = gen.generate([*math, *UNRELATED])  # one batched pass
-        per = [{name: loss(name, a) for name in SOLUTIONS} for a in made]
-        for group, rows in (("math descriptions", per[:len(math)]), ("unrelated descriptions", per[len(math):])):
+        groups = {"math descriptions": math, "unrelated descriptions": list(UNRELATED)}
+        if args.neighbours:
+            near = nearest(gen, math[0], args.neighbours)
+            meta[f"{label}: nearest training descriptions"] = near
+            groups |= {"worked tasks' descriptions": worked,
+                       f"the {len(near)} training descriptions nearest the first math description": [d for _, d, _ in near]}
+        texts = [d for descs in groups.values() for d in descs]
+        per = [{name: loss(name, a) for name in SOLUTIONS} for a in gen.generate(texts)]  # one batched pass
+        start = 0
+        for group, descs in groups.items():
+            rows = per[start:start + len(descs)]
+            start += len(descs)
             out[f"{label}, {group}"] = {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in SOLUTIONS}
         for group, row in (("first math description", per[0]), ("first unrelated description", per[len(math)])):
             out[f"{label}, {group}"] = {name: round(v, 4) for name, v in row.items()}
+    for key, near in meta.items():
+        print(f"{key} ({math[0]!r}):")
+        for task, desc, cos in near:
+            print(f"  {cos:.3f}  {task}: {desc}")
     print(f"cross-entropy of a worked solution ({len(math)} held-out math descriptions, {len(UNRELATED)} unrelated)")
-    return report("adapters", out, args.json, problem=PROBLEM, solutions=SOLUTIONS, unrelated=list(UNRELATED))
+    return report("adapters", out, args.json, problem=PROBLEM, solutions=SOLUTIONS, unrelated=list(UNRELATED), **meta)
+
+
+def nearest(gen: TextToLoRA, text: str, k: int) -> list[tuple[str, str, float]]:
+    """(task, description, cosine) of the ``k`` training descriptions the package ships (BIG-bench, OLMo,
+    worked problems, functions) nearest ``text`` under ``gen``'s description encoder."""
+    pool = [(f"bigbench/{task}", d) for task, descs in bigbench_descriptions().items() for d in descs]
+    for prefix, sets in (("olmo", olmo_descriptions()), ("worked", worked_descriptions()),
+                         ("programs", programs_descriptions())):
+        pool += [(f"{prefix}/{task}", d) for task, s in sets.items() for d in s["train"]]
+    emb = torch.nn.functional.normalize(gen.embed([text, *(d for _, d in pool)]).float(), dim=-1)
+    cos = emb[1:] @ emb[0]
+    top = cos.topk(min(k, len(pool)))
+    return [(*pool[i], round(float(c), 4)) for c, i in zip(top.values.tolist(), top.indices.tolist())]
 
 
 if __name__ == "__main__":
