@@ -33,7 +33,7 @@ class Package:
 
 PACKAGES: dict[str, Package] = {
     # PyPI stopped serving bigbench 1.0.0 in December 2026 (its index lists only 0.0.1, which has no tasks);
-    # the same task files are in the BIG-bench repository
+    # the release's task files are also in the BIG-bench repository, under bigbench/benchmark_tasks
     "bigbench": Package("bigbench", "1.0.0", "bigbench-1.0.0.tar.gz",
                         elsewhere="or build from a checkout of the BIG-bench repository: `git clone --depth 1 "
                                   "https://github.com/google/BIG-bench` then `t2l data fetch bigbench --from BIG-bench`"),
