@@ -1,6 +1,6 @@
 """Whether a generator's math adapters make a worked solution likelier than unrelated adapters do.
 
-    python scripts/worked_probe.py [GENERATOR_DIR ...] [--neighbours K] [--json FILE]
+    python scripts/worked_probe.py [GENERATOR_DIR | adapter:DIR ...] [--neighbours K] [--gsm8k N] [--json FILE]
 
 One grade-school word problem not used in training, solved twice in the same words: as prose and
 one step a line. Each is scored as GSM8K is evaluated (after the "Let's think step by step."
@@ -11,25 +11,30 @@ tests/test_shipped_generator.py compares those two on the prose solution. With `
 also under the adapters of the worked-problem tasks' first training descriptions, and of the K
 training descriptions (of all the package ships) nearest the first math description by the
 generator's description encoder, which are listed. A diagnostic, not a score: nothing is chosen by
-it. Without a generator argument the shipped default is probed.
+it. With ``--gsm8k N``, a third column: the mean cross-entropy of the gold worked solutions of N
+seeded GSM8K test items (GSM8K's own prose, after the same prefill), a measure on many problems in
+words nobody here wrote (needs `t2l data fetch benchmarks`). ``adapter:DIR`` probes one PEFT LoRA directory (one row: the same adapter whatever the
+description). Without an argument the shipped generator is probed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import sys
 
 import torch
 
 from _table import report
-from text2lora import TextToLoRA, apply_adapters, load_base
-from text2lora.data import Example, alignment_set
+from text2lora import LoRAAdapter, TextToLoRA, apply_adapters, load_base
+from text2lora.data import Example, alignment_set, get_task
 from text2lora.data.descriptions import (bigbench_descriptions, olmo_descriptions, programs_descriptions,
                                          worked_descriptions)
 from text2lora.data.prompts import COT_PREFILL
 from text2lora.errors import T2LError
-from text2lora.train.batches import encode_examples, lm_response_loss
+from text2lora.eval.conditions import parse_condition
+from text2lora.train.batches import encode_examples, lm_response_logprobs
 
 PROBLEM = ("A baker makes 14 loaves of bread in the morning and 9 in the afternoon. She sells 17 loaves and "
            "gives 2 to a neighbour. How many loaves does she have left?")
@@ -43,10 +48,13 @@ UNRELATED = ("Translate an English sentence into German.",
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("generators", nargs="*", help="generator directories (default: the shipped one)")
+    ap.add_argument("generators", nargs="*", help="generator directories, or adapter:DIR for one PEFT LoRA "
+                                                  "(default: the shipped generator)")
     ap.add_argument("--neighbours", type=int, default=0, metavar="K",
                     help="also probe the worked tasks' descriptions and the K training descriptions nearest the "
                          "first math description")
+    ap.add_argument("--gsm8k", type=int, default=0, metavar="N",
+                    help="also score the gold solutions of N seeded GSM8K test items")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
     try:
@@ -58,19 +66,42 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     base = load_base()
-    gens = {p: TextToLoRA.from_pretrained(p, base=base.spec) for p in args.generators} or \
-        {"shipped": TextToLoRA.from_pretrained(base=base.spec)}
-    batches = {name: encode_examples(base.tokenizer, [Example(PROBLEM, text, meta={"prefill": COT_PREFILL})])
-               for name, text in SOLUTIONS.items()}
+    fixed = {p: LoRAAdapter.load(parse_condition(p).path, base.spec) for p in args.generators
+             if p.startswith("adapter:")}  # eval's condition syntax: names a missing directory clearly
+    gens = {p: TextToLoRA.from_pretrained(p, base=base.spec) for p in args.generators if p not in fixed}
+    if not args.generators:
+        gens = {"shipped": TextToLoRA.from_pretrained(base=base.spec)}
+    examples = {name: [Example(PROBLEM, text, meta={"prefill": COT_PREFILL})] for name, text in SOLUTIONS.items()}
+    if args.gsm8k:
+        test = get_task("gsm8k").splits["test"]
+        examples[f"GSM8K gold ({args.gsm8k})"] = random.Random(0).sample(test, min(args.gsm8k, len(test)))
+    batches = {name: [encode_examples(base.tokenizer, exs[i:i + 16]) for i in range(0, len(exs), 16)]
+               for name, exs in examples.items()}
+
+    def item_losses(name: str, adapter) -> list[float]:
+        """Each of the column's items' mean token cross-entropy (its response and end of turn)."""
+        applied = apply_adapters(base.model, adapter, base.spec) if adapter is not None else contextlib.nullcontext()
+        out = []
+        with torch.no_grad(), applied:
+            for tb in batches[name]:
+                out += (-lm_response_logprobs(base.model, tb) / (tb.labels != -100).sum(1)).tolist()
+        return out
 
     def loss(name: str, adapter) -> float:
-        applied = apply_adapters(base.model, adapter, base.spec) if adapter is not None else contextlib.nullcontext()
-        with torch.no_grad(), applied:
-            return float(lm_response_loss(base.model, batches[name]))
+        return sum(losses := item_losses(name, adapter)) / len(losses)
 
     math = alignment_set("gsm8k", "heldout")
     worked = [sets["train"][0] for sets in worked_descriptions().values()]
-    out = {"no adapter": {name: round(loss(name, None), 4) for name in SOLUTIONS}}
+    # the rows with one adapter for every item: each item's loss kept, for the paired differences below
+    items = {label: {name: item_losses(name, adapter) for name in examples}
+             for label, adapter in {"no adapter": None, **fixed}.items()}
+    out = {label: {name: round(sum(v) / len(v), 4) for name, v in cols.items()} for label, cols in items.items()}
+    paired = {}
+    if args.gsm8k and fixed:  # the GSM8K column's differences, item by item, with bootstrap intervals
+        column = next(name for name in examples if name.startswith("GSM8K"))
+        labels = list(items)
+        pairs = [("no adapter", k) for k in labels[1:]] + list(zip(labels[1:], labels[2:]))
+        paired = {f"{b} minus {a}": bootstrap(items[a][column], items[b][column]) for a, b in pairs}
     meta = {}
     for label, gen in gens.items():
         groups = {"math descriptions": math, "unrelated descriptions": list(UNRELATED)}
@@ -80,12 +111,12 @@ def _run(args: argparse.Namespace) -> int:
             groups |= {"worked tasks' descriptions": worked,
                        f"the {len(near)} training descriptions nearest the first math description": [d for _, d, _ in near]}
         texts = [d for descs in groups.values() for d in descs]
-        per = [{name: loss(name, a) for name in SOLUTIONS} for a in gen.generate(texts)]  # one batched pass
+        per = [{name: loss(name, a) for name in examples} for a in gen.generate(texts)]  # one batched pass
         start = 0
         for group, descs in groups.items():
             rows = per[start:start + len(descs)]
             start += len(descs)
-            out[f"{label}, {group}"] = {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in SOLUTIONS}
+            out[f"{label}, {group}"] = {name: round(sum(r[name] for r in rows) / len(rows), 4) for name in examples}
         for group, row in (("first math description", per[0]), ("first unrelated description", per[len(math)])):
             out[f"{label}, {group}"] = {name: round(v, 4) for name, v in row.items()}
     for key, near in meta.items():
@@ -93,7 +124,22 @@ def _run(args: argparse.Namespace) -> int:
         for task, desc, cos in near:
             print(f"  {cos:.3f}  {task}: {desc}")
     print(f"cross-entropy of a worked solution ({len(math)} held-out math descriptions, {len(UNRELATED)} unrelated)")
-    return report("adapters", out, args.json, problem=PROBLEM, solutions=SOLUTIONS, unrelated=list(UNRELATED), **meta)
+    status = report("adapters", out, args.json, problem=PROBLEM, solutions=SOLUTIONS, unrelated=list(UNRELATED),
+                    **meta, **({"gsm8k_paired": paired} if paired else {}))
+    for label, d in paired.items():
+        print(f"GSM8K gold, {label}: {d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] "
+              f"({d['lower']} items lower, {d['higher']} higher)")
+    return status
+
+
+def bootstrap(a: list[float], b: list[float], n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Mean of ``b - a`` over paired items with a 95% paired bootstrap interval."""
+    import numpy as np
+
+    d = np.asarray(b) - np.asarray(a)
+    boot = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    return {"diff": round(float(d.mean()), 4), "ci": [round(float(x), 4) for x in np.percentile(boot, [2.5, 97.5])],
+            "lower": int((d < 0).sum()), "higher": int((d > 0).sum())}
 
 
 def nearest(gen: TextToLoRA, text: str, k: int) -> list[tuple[str, str, float]]:

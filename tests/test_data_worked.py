@@ -12,6 +12,7 @@ from text2lora.data.decontam import ngram_hashes
 from text2lora.data.descriptions import programs_descriptions, worked_descriptions
 from text2lora.data.prompts import COT_PREFILL
 from text2lora.data.sources.programs import build_programs
+from text2lora.data.sources.worked import _NAMES as NAMES
 from text2lora.data.sources.worked import HELDOUT_TASKS, KINDS, build_worked
 from text2lora.eval.metrics import gsm8k_correct
 
@@ -45,15 +46,17 @@ SOLVERS = {
     "ages": lambda n: n[1] + (n[1] + n[0]) + 2 * n[2],
 }
 
-_EQUATION = re.compile(r"((?:\d+ [×÷+\-] )+\d+) = (\d+)")
+_EQUATION = re.compile(r"((?:\d+ [×÷*/x+\-] )+\d+) = \$?(\d+)")
+_TIMES, _DIVIDE = "×*x", "÷/"
 
 
 def _value(expr: str) -> Fraction:
     tokens = expr.split()
     out = Fraction(int(tokens[0]))
-    ops = {"×": lambda a, b: a * b, "÷": lambda a, b: a / b, "+": lambda a, b: a + b, "-": lambda a, b: a - b}
+    ops = {**{t: lambda a, b: a * b for t in _TIMES}, **{d: lambda a, b: a / b for d in _DIVIDE},
+           "+": lambda a, b: a + b, "-": lambda a, b: a - b}
     # every expression written here uses one precedence level, so left to right is the usual reading
-    assert len({("×÷" if t in "×÷" else "+-") for t in tokens[1::2]}) == 1, expr
+    assert len({("×÷" if t in _TIMES + _DIVIDE else "+-") for t in tokens[1::2]}) == 1, expr
     for op, num in zip(tokens[1::2], tokens[2::2]):
         out = ops[op](out, Fraction(int(num)))
     return out
@@ -77,7 +80,9 @@ def test_solutions_are_right_by_an_independent_reading_of_the_question(records):
             assert answer > 0 and answer.denominator == 1, ex.prompt
             answer = int(answer)
             assert ex.meta["answer"] == str(answer), (ex.prompt, ex.response)
-            assert ex.response.endswith((f"\nThe answer is {answer}.", f" The answer is {answer}.", f"So the answer is {answer}."))
+            assert ex.response.endswith(tuple(f"{sep}{closing} {answer}." for sep in " \n"
+                                              for closing in ("The answer is", "So the answer is",
+                                                              "Therefore, the answer is")))
             assert gsm8k_correct(ex.response, str(answer))[0]  # the benchmark's own reading of the answer
 
 
@@ -131,7 +136,8 @@ def _opens_with_opener(text: str) -> bool:
 
 def test_layouts_vary_and_a_prefilled_solution_has_no_opener_of_its_own(records):
     # adapters should learn to reason, not one layout: about half the solutions are prose, half one step
-    # a line; about half close "So the answer is"; about a third open with GSM8K's prefill instead of an opener
+    # a line; each of the three closings about a third; about a third open with GSM8K's prefill instead of
+    # an opener
     exs = [ex for rec in records.values() for ex in rec.splits["train"]]
     n = len(exs)
     bodies = [ex.response.split("\n", 1)[1] if _opens_with_opener(ex.response) else ex.response for ex in exs]
@@ -139,8 +145,10 @@ def test_layouts_vary_and_a_prefilled_solution_has_no_opener_of_its_own(records)
     lines = sum(all(line.endswith(".") for line in body.split("\n")) for body in bodies if "\n" in body)
     assert prose + lines == n
     so = sum(ex.response.endswith(f"So the answer is {ex.meta['answer']}.") for ex in exs)
+    therefore = sum(ex.response.endswith(f"Therefore, the answer is {ex.meta['answer']}.") for ex in exs)
     prefilled = [ex for ex in exs if ex.meta.get("prefill")]
-    assert 0.4 < prose / n < 0.6 and 0.4 < so / n < 0.6 and 0.25 < len(prefilled) / n < 0.42, (prose, so, len(prefilled), n)
+    assert 0.4 < prose / n < 0.6 and 0.25 < len(prefilled) / n < 0.42, (prose, len(prefilled), n)
+    assert 0.25 < so / n < 0.42 and 0.25 < therefore / n < 0.42, (so, therefore, n)
     assert {ex.meta["prefill"] for ex in prefilled} == {COT_PREFILL}
     assert not any(_opens_with_opener(ex.response) for ex in prefilled)
     assert any(_opens_with_opener(ex.response) for ex in exs if not ex.meta.get("prefill"))
@@ -158,3 +166,41 @@ def test_the_problems_do_not_depend_on_the_layout(monkeypatch):
     split = lambda recs: [(r.name, s, ex.prompt) for r in recs for s, exs in r.splits.items() for ex in exs]  # noqa: E731
     assert split(varied) == split(fixed)
     assert not any(ex.meta.get("prefill") for r in fixed for ex in r.splits["train"])
+
+
+def test_the_same_steps_come_in_several_wordings(records):
+    # one sentence pattern per step teaches adapters the sentences (docs/RESULTS.md section 23): each sign,
+    # the two ways to write money and the connectives all occur, and a reworded solution holds the same
+    # numbers in the same order as the kind's own words
+    import random
+
+    from text2lora.data.sources.worked import reword
+
+    exs = [ex for rec in records.values() for ex in rec.splits["train"]]
+    signs = [ex.response for ex in exs if re.search(r"\d [×*x] \d", ex.response)]
+    for sign in _TIMES:
+        assert 0.2 < sum(f" {sign} " in r for r in signs) / len(signs) < 0.5, sign
+    assert any(re.search(r"\d / \d", ex.response) for ex in exs) and any(" ÷ " in ex.response for ex in exs)
+    money = [ex.response for ex in records["worked/shopping"].splits["train"]]
+    assert 0.3 < sum("$" in r for r in money) / len(money) < 0.7
+    assert any(" dollars" in r for r in money)
+    connected = sum(bool(re.search(r"(^|[\n.] ?)(First|To begin), ", ex.response)) for ex in exs) / len(exs)
+    assert 0.2 < connected < 0.5, connected
+    connectives = ("First, ", "To begin, ", "Then ", "Next, ", "Now ", "Finally, ", "In the end, ")
+    for kind, make in KINDS.items():
+        q, lines, answer = make(random.Random(kind))
+        for seed in range(20):
+            words = reword(lines, random.Random(seed))
+            assert len(words) == len(lines)
+            for line, w in zip(lines, words):
+                # back to the kind's own words: the signs, money, and the connective with its lowercased word
+                back = re.sub(r"\$(\d+)", r"\1 dollars", re.sub(r" [*x] ", " × ", w.replace(" / ", " ÷ ")))
+                lead = next((c for c in connectives if back.startswith(c)), "")
+                back = back[len(lead):]
+                first = line.split(" ", 1)[0]
+                if lead and (first in NAMES or first[0].isdigit()):
+                    assert back == line, (line, w)  # a name or a number keeps its form after a connective
+                elif lead:
+                    assert back == line[0].lower() + line[1:], (line, w)
+                else:
+                    assert back == line, (line, w)

