@@ -97,40 +97,41 @@ def test_held_out_description_adapters_lower_the_loss_on_unseen_benchmarks(smoll
     assert all(d < 0 for d in deltas.values()), deltas
 
 
-# A GSM8K-style problem and worked solution written for this test (not a GSM8K or training item).
-WORKED = ("A baker makes 14 loaves of bread in the morning and 9 in the afternoon. She sells 17 loaves and "
-          "gives 2 to a neighbour. How many loaves does she have left?",
-          "In total she makes 14 + 9 = 23 loaves. She sells 17 and gives away 2, so 17 + 2 = 19 loaves leave "
-          "the shop. That leaves 23 - 19 = 4 loaves. So the answer is 4.")
+# Worked solutions in GSM8K's own words: the gold solutions of seeded GSM8K test items, after the prefill
+# GSM8K is evaluated with. Many problems, not one: one problem cannot tell apart adapters whose losses on
+# real solutions differ by 0.04 nats on average (docs/RESULTS.md section 23).
+GSM8K_SOLUTIONS = 64
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known failure of the shipped generator: its adapter from a held-out math "
-                   "description makes this prose worked solution less likely than a translation adapter does (loss "
-                   "1.61 vs 1.41; the three generators shipped before it: 1.55 vs 1.43, 1.57 vs 1.42 and 1.51 vs "
-                   "1.42). Its adapters favour the line-by-line style of the generated training solutions "
-                   "(docs/RESULTS.md sections 11, 13 and 15). Four continuations on varied layouts pass it (1.42 vs "
-                   "1.43, section 16; 1.30 vs 1.38, section 18; 1.34 vs 1.41, section 19; 1.38 vs 1.52, section "
-                   "20) but were not shipped: each is lower on multiple choice, sections 18 and 20's by 0.5 to 0.6 "
-                   "points also on new items (section 21); an anchored continuation that keeps multiple "
-                   "choice closer fails it too (1.45 vs 1.40, section 22); strict, so it reports when a shipped "
+                   "description makes GSM8K's own worked solutions less likely than a translation adapter does (mean "
+                   "loss over these 64: 1.56 vs 1.41; over 200 with all five held-out math and three unrelated "
+                   "descriptions 1.79 vs 1.57, no adapter 1.32; docs/RESULTS.md section 23). Its worked-problem "
+                   "training data wrote each step in one sentence pattern, which a LoRA trained on it also "
+                   "penalises in other words (+0.045 nats on GSM8K's solutions; reworded, +0.004). Four "
+                   "continuations on varied layouts passed the earlier one-problem version of this test but "
+                   "were lower on multiple choice (sections 16 to 22); strict, so it reports when a shipped "
                    "generator passes")
 def test_held_out_math_description_makes_worked_solutions_likelier_than_a_control(smollm2):
-    """The adapter from a held-out description of grade-school math must lower the loss of a whole worked
-    solution (not only of a short answer) below what the adapter of an unrelated description gives:
+    """The adapter from a held-out description of grade-school math must lower the loss of whole worked
+    solutions (not only of short answers) below what the adapter of an unrelated description gives:
     an adapter that only teaches short answers fails this."""
-    from text2lora.data import Example
+    import random
+
+    from text2lora.data import get_task
     from text2lora.data.descriptions import alignment_set
     from text2lora.inject import apply_adapters
     from text2lora.train.batches import encode_examples, lm_response_loss
 
+    exs = random.Random(0).sample(get_task("gsm8k").splits["test"], GSM8K_SOLUTIONS)
+    assert all(ex.meta.get("prefill") and "answer is" in ex.response for ex in exs)  # whole worked solutions
     gen = TextToLoRA.from_pretrained(base=smollm2)
     aligned, control = gen.generate([alignment_set("gsm8k", "heldout")[0], "Translate an English sentence into German."])
-    ex = Example(prompt=WORKED[0], response=WORKED[1], meta={"prefill": "Let's think step by step."})
-    tb = encode_examples(smollm2.tokenizer, [ex])
+    batches = [encode_examples(smollm2.tokenizer, exs[i:i + 16]) for i in range(0, len(exs), 16)]
     losses = {}
     with torch.no_grad():
         for name, adapter in (("aligned", aligned), ("control", control)):
             with apply_adapters(smollm2.model, adapter, smollm2.spec):
-                losses[name] = float(lm_response_loss(smollm2.model, tb))
+                losses[name] = sum(float(lm_response_loss(smollm2.model, tb)) for tb in batches) / len(batches)
     assert losses["aligned"] < losses["control"], losses
