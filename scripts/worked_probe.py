@@ -6,15 +6,16 @@ One grade-school word problem not used in training, solved twice in the same wor
 one step a line. Each is scored as GSM8K is evaluated (after the "Let's think step by step."
 prefill): the mean cross-entropy of the solution's tokens and the end of turn, without an adapter,
 under the adapters of GSM8K's five held-out descriptions (mean) and under the adapters of three
-unrelated descriptions (mean), and under the first of each alone: the slow test in
-tests/test_shipped_generator.py compares those two on the prose solution. With ``--neighbours K``,
-also under the adapters of the worked-problem tasks' first training descriptions, and of the K
-training descriptions (of all the package ships) nearest the first math description by the
-generator's description encoder, which are listed. A diagnostic, not a score: nothing is chosen by
-it. With ``--gsm8k N``, a third column: the mean cross-entropy of the gold worked solutions of N
-seeded GSM8K test items (GSM8K's own prose, after the same prefill), a measure on many problems in
-words nobody here wrote (needs `t2l data fetch benchmarks`). ``adapter:DIR`` probes one PEFT LoRA directory (one row: the same adapter whatever the
-description). Without an argument the shipped generator is probed.
+unrelated descriptions (mean), and under the first of each alone (the pair the slow test in
+tests/test_shipped_generator.py compares). With ``--gsm8k N``, a third column: the same on the gold
+worked solutions of N seeded GSM8K test items (GSM8K's own prose; needs `t2l data fetch
+benchmarks`), many problems in words nobody here wrote, where one problem cannot tell apart
+differences of a few hundredths; with ``adapter:DIR`` rows, their paired differences with bootstrap
+intervals. With ``--neighbours K``, also under the adapters of the worked-problem tasks' first
+training descriptions, and of the K training descriptions (of all the package ships) nearest the
+first math description by the generator's description encoder, which are listed. ``adapter:DIR``
+probes one PEFT LoRA directory (one row: the same adapter whatever the description). Without an
+argument the shipped generator is probed. A diagnostic, not a score: nothing is chosen by it.
 """
 
 from __future__ import annotations
