@@ -35,6 +35,7 @@ from text2lora.data.descriptions import (bigbench_descriptions, olmo_description
 from text2lora.data.prompts import COT_PREFILL
 from text2lora.errors import T2LError
 from text2lora.eval.conditions import parse_condition
+from text2lora.eval.report import bootstrap_means
 from text2lora.train.batches import encode_examples, lm_response_logprobs
 
 PROBLEM = ("A baker makes 14 loaves of bread in the morning and 9 in the afternoon. She sells 17 loaves and "
@@ -138,7 +139,7 @@ def bootstrap(a: list[float], b: list[float], n_boot: int = 10_000, seed: int = 
     import numpy as np
 
     d = np.asarray(b) - np.asarray(a)
-    boot = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    boot = bootstrap_means(d, np.random.default_rng(seed), n_boot)
     return {"diff": round(float(d.mean()), 4), "ci": [round(float(x), 4) for x in np.percentile(boot, [2.5, 97.5])],
             "lower": int((d < 0).sum()), "higher": int((d > 0).sum())}
 

@@ -20,7 +20,7 @@ from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read
 from ..data import BENCHMARKS
 from ..errors import T2LError
 
-__all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare", "paired_difference",
+__all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare", "paired_difference", "bootstrap_means",
            "paired_markdown", "MC_METRIC_NOTE"]
 
 MC_METRIC_NOTE = {"acc": "multiple choice: log-likelihood accuracy, summed over the choice's tokens (acc)",
@@ -239,6 +239,12 @@ def _item_scores(records: Sequence[dict[str, Any]], condition: str, mc_metric: s
             for r in records if r["condition"] == condition}
 
 
+def bootstrap_means(d: Any, rng: Any, n_boot: int = 10_000) -> Any:
+    """``[n_boot]``: the means of ``n_boot`` resamples, with replacement, of the paired differences ``d``
+    (a 1-d numpy array), drawn from the numpy generator ``rng``."""
+    return d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+
+
 def paired_difference(records: Sequence[dict[str, Any]], a: str, b: str, tasks: Sequence[str] | None = None,
                       mc_metric: str = "acc_norm", n_boot: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """``b - a`` on the items both conditions scored, with paired bootstrap 95% intervals.
@@ -273,7 +279,7 @@ def paired_difference(records: Sequence[dict[str, Any]], a: str, b: str, tasks: 
     for t in names:
         keys = by_task[t]
         d = np.array([sb[k] - sa[k] for k in keys])
-        boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        boot = bootstrap_means(d, rng, n_boot)
         boot_means.append(boot)
         rows.append({"task": t, "n": len(d), "a": float(np.mean([sa[k] for k in keys])),
                      "b": float(np.mean([sb[k] for k in keys])), "diff": float(d.mean()),
