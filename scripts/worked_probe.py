@@ -110,8 +110,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.neighbours:
             near = nearest(gen, math[0], args.neighbours)
             meta[f"{label}: nearest training descriptions"] = near
-            groups |= {"worked tasks' descriptions": worked,
-                       f"the {len(near)} training descriptions nearest the first math description": [d for _, d, _ in near]}
+            nearest_label = f"the {len(near)} training descriptions nearest the first math description"
+            groups |= {"worked tasks' descriptions": worked, nearest_label: [d for _, d, _ in near]}
         texts = [d for descs in groups.values() for d in descs]
         per = [{name: loss(name, a) for name in examples} for a in gen.generate(texts)]  # one batched pass
         start = 0

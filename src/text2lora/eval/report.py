@@ -20,8 +20,8 @@ from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read
 from ..data import BENCHMARKS
 from ..errors import T2LError
 
-__all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare", "paired_difference", "bootstrap_means",
-           "paired_markdown", "MC_METRIC_NOTE"]
+__all__ = ["summarize", "markdown_table", "csv_table", "write_reports", "compare", "paired_difference",
+           "bootstrap_means", "paired_markdown", "MC_METRIC_NOTE"]
 
 MC_METRIC_NOTE = {"acc": "multiple choice: log-likelihood accuracy, summed over the choice's tokens (acc)",
                   "acc_norm": "multiple choice: log-likelihood accuracy, normalised by the choice's length in "
