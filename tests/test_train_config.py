@@ -16,7 +16,8 @@ from text2lora.train.config import config_to_yaml, parse_overrides
 from text2lora.train.run import optimizer_state_from_files, optimizer_state_to_files
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))  # every one is a training recipe with a `recipe:` key
+CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "experiments").glob("*.yaml")])
+# every one is a training recipe with a `recipe:` key
 TINY_TASKS = ROOT / "configs" / "data" / "tiny_tasks.jsonl"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +35,7 @@ def test_every_shipped_recipe_loads_and_round_trips(path, tmp_path):
 
 def test_recipe_files_cover_every_command():
     assert {yaml.safe_load(p.read_text())["recipe"] for p in CONFIGS} == set(RECIPES)
-    sft = load_config("sft", ROOT / "configs" / "sft_bigbench.yaml")
+    sft = load_config("sft", ROOT / "configs" / "experiments" / "sft_bigbench.yaml")
     assert (sft.lr, sft.weight_decay, sft.label_smoothing, sft.l2_coef, sft.neftune_alpha, sft.grad_clip,
             sft.tasks_per_batch, sft.max_prompt_tokens) == (2.5e-5, 1e-2, 0.1, 1e-3, 5.0, 1.0, 8, 512)
 
