@@ -1,18 +1,18 @@
 """How often a generator's adapters end the answer before it starts, on generation benchmarks.
 
-    python scripts/stop_probe.py [GENERATOR_DIR ...] [--benchmarks gsm8k,humaneval,mbpp] [--items 20]
+    python docs/lab/scripts/stop_probe.py [GENERATOR_DIR ...] [--benchmarks gsm8k,humaneval,mbpp] [--items 20]
                                  [--json FILE]
-    python scripts/stop_probe.py --recipe configs/sft_mixed_mc.yaml [GENERATOR_DIR ...] [--max-tokens 64]
+    python docs/lab/scripts/stop_probe.py --recipe configs/experiments/sft_mixed_mc.yaml [GENERATOR_DIR ...] [--max-tokens 64]
 
 For each benchmark, the first ``--items`` of the items `t2l eval --seed 0` scores (the same seeded
 subset), zero-shot, as the evaluation prompts them (GSM8K with its "Let's think step by step."
 prefill): the probability of the end-of-turn token as the first generated token, without an adapter
 and with the adapter each generator makes from the benchmark's first held-out description. A
-diagnostic of the short-answer collapse (docs/RESULTS.md section 1), not a score: nothing is chosen
+diagnostic of the short-answer collapse (docs/lab/LOG.md section 1), not a score: nothing is chosen
 by it. Without a generator argument the shipped default is probed.
 
 With ``--recipe``, the probe runs on a recipe's validation items instead (the held-out BIG-bench tasks
-`t2l train sft RECIPE` validates on, as scripts/validate.py does): besides P(end first), the share
+`t2l train sft RECIPE` validates on, as docs/lab/scripts/validate.py does): besides P(end first), the share
 of greedy answers that end (end of turn) within ``--max-tokens``, i.e. whether the adapted model
 still stops after an answer.
 """
@@ -77,8 +77,8 @@ def _run_recipe(args: argparse.Namespace) -> int:
     base = load_base(cfg.base, cfg.target_modules)
     gens = _generators(args.generators, base)
     job = SFTJob(cfg, base, next(iter(gens.values())), tasks, val_tasks, torch.device("cpu"))
-    prompts = [format_prompt(ex, base.tokenizer, "zero_shot") for _, ex in job.val_items]
-    descriptions = [validation_description(t) for t, _ in job.val_items]
+    prompts = [format_prompt(ex, base.tokenizer, "zero_shot") for _, ex, *_ in job.val_items]
+    descriptions = [validation_description(t) for t, *_ in job.val_items]
     out: dict[str, dict[str, float]] = {}
     for label, gen in [("base", None), *gens.items()]:
         made = {d: gen.generate(d) for d in set(descriptions)} if gen is not None else {}

@@ -1,6 +1,6 @@
 """Validation cross-entropy of trained generators on a recipe's held-out tasks, by prompt format.
 
-    python scripts/validate.py configs/sft_mixed_mc.yaml GENERATOR_DIR [GENERATOR_DIR ...] [--json FILE]
+    python docs/lab/scripts/validate.py configs/experiments/sft_mixed_mc.yaml GENERATOR_DIR [GENERATOR_DIR ...] [--json FILE]
 
 A column may also be ``base`` (the base model alone) or ``adapter:DIR`` (one PEFT LoRA directory for
 every task, e.g. a multi-task LoRA's best/).
@@ -77,7 +77,7 @@ def _mc_accuracy(job: SFTJob, gen: TextToLoRA, items, adapter: LoRAAdapter | Non
     from text2lora.eval.scoring import encode_mc, score_choices
     from text2lora.train.sft import validation_description
 
-    mc = [(t, ex) for t, ex in items if ex.choices]
+    mc = [(t, ex) for t, ex, *_ in items if ex.choices]
     if not mc:
         return None
     made: dict[str, LoRAAdapter | None] = {}
@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         # each item is scored once, in the finest partition of the columns; a column's CE is the
         # item-weighted mean of its cells (the loss is a per-item mean, so batching does not change it)
         cells: dict[frozenset, list] = {}
-        for t, ex in job.val_items:
+        for t, ex, *_ in job.val_items:
             cells.setdefault(frozenset(_groups(t, ex)), []).append((t, ex))
         scored = []
         for key, items in cells.items():

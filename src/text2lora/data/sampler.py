@@ -28,10 +28,87 @@ from typing import Any, Iterator, Sequence
 
 from .._rng import random_state, set_random_state
 from ..errors import ConfigError, DataError
+from . import forms
 from .prompts import COT_PREFILL
 from .records import Example, TaskRecord
 
-__all__ = ["TaskSampler", "mean_answer_words", "SHORT_FORMAT_CLAUSES", "LONG_FORMAT_CLAUSES"]
+__all__ = ["TaskSampler", "mean_answer_words", "SHORT_FORMAT_CLAUSES", "LONG_FORMAT_CLAUSES", "form_variant",
+           "task_labels", "with_instruction", "FORM_ANSWER_WORDS"]
+
+#: Answers of at most this many words can be rewritten into an answer form.
+FORM_ANSWER_WORDS = 12
+#: Parameter choices of the forms that take one (drawn per example).
+_FORM_KEYS = ("answer", "result", "output", "value")
+_FORM_NAMES = ("solve", "answer", "compute", "result")
+_MAX_WORDS = (3, 5, 8, 10, 15)
+#: A task whose answers take at most this many distinct values is a label task (the ``label`` form).
+MAX_LABELS = 10
+
+
+def with_instruction(ex: Example) -> Example:
+    """``ex`` with its task's instruction (``meta["instruction"]``) before the input, or ``ex`` when it has none."""
+    instruction = ex.meta.get("instruction") if ex.meta else None
+    if not instruction:
+        return ex
+    return replace(ex, prompt=f"{instruction.strip()}\n\n{ex.prompt}")
+
+
+def task_labels(task: TaskRecord, split: str = "train") -> list[str] | None:
+    """The labels of a generative task whose answers take at most :data:`MAX_LABELS` distinct short values
+    (sentiment, yes/no, entailment, ...), most frequent first; ``None`` for any other task."""
+    examples = task.splits.get(split) or []
+    if not examples or task.is_multiple_choice:
+        return None
+    counts: dict[str, int] = {}
+    for ex in examples:
+        key = forms.normalize(ex.target)
+        if not key or len(key.split()) > 3:
+            return None
+        counts[key] = counts.get(key, 0) + 1
+        if len(counts) > MAX_LABELS:
+            return None
+    if len(counts) < 2:
+        return None
+    first = {}
+    for ex in examples:
+        first.setdefault(forms.normalize(ex.target), ex.target.strip())
+    return [first[k] for k, _ in sorted(counts.items(), key=lambda kv: -kv[1])]
+
+
+def _form_params(name: str, answer: str, labels: list[str] | None, rng: random.Random) -> dict[str, Any] | None:
+    if name == "max_words":
+        fits = [n for n in _MAX_WORDS if n >= len(answer.split())]
+        return {"n": rng.choice(fits)} if fits else None
+    if name == "json_key":
+        return {"key": rng.choice(_FORM_KEYS)}
+    if name == "python_function":
+        return {"name": rng.choice(_FORM_NAMES)}
+    if name == "bullets":
+        n = len(forms.split_items(answer))
+        return {"n": n} if n >= 2 else None
+    if name == "label":
+        return {"labels": labels} if labels else None
+    return {}
+
+
+def form_variant(ex: Example, description: str, form: str, rng: random.Random, *, labels: list[str] | None = None,
+                 variant: int | None = None) -> tuple[Example, str] | None:
+    """``ex`` with its answer rewritten into ``form`` and ``description`` with the form's clause appended, or
+    ``None`` when the answer cannot take the form. ``variant`` picks the clause's phrasing (default: any but
+    the first, which validation and evaluation keep); parameters are drawn from ``rng``."""
+    answer = ex.target
+    if len(answer.split()) > FORM_ANSWER_WORDS:
+        return None
+    params = _form_params(form, answer, labels, rng)
+    if params is None:
+        return None
+    rendered = forms.render(form, answer, params)
+    if rendered is None:
+        return None
+    phrasings = len(forms.clauses(form, params))
+    v = variant if variant is not None else 1 + rng.randrange(phrasings - 1)
+    new = replace(ex, response=rendered, choices=None, gold=None, meta={**ex.meta, "form": form})
+    return new, f"{description.rstrip()} {forms.clause(form, params, v)}"
 
 #: Clauses appended to a description under ``format_contrast`` when the target is a short answer.
 SHORT_FORMAT_CLAUSES = (
@@ -78,13 +155,20 @@ class TaskSampler:
     def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
                  unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10,
                  task_weights: Sequence[tuple[str, float]] = (), cot_prefill: float = 0.0,
-                 format_contrast: float = 0.0):
+                 format_contrast: float = 0.0, instruction_prob: float = 0.0, answer_forms: float = 0.0,
+                 heldout_forms: Sequence[str] = ()):
         if tasks_per_batch < 1:
             raise ConfigError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
             raise ConfigError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
         if not 0.0 <= cot_prefill <= 1.0:
             raise ConfigError(f"cot_prefill must be in [0, 1], got {cot_prefill}")
+        for knob, value in (("instruction_prob", instruction_prob), ("answer_forms", answer_forms)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{knob} must be in [0, 1], got {value}")
+        unknown = [f for f in heldout_forms if f not in forms.FORMS]
+        if unknown:
+            raise ConfigError(f"heldout_forms names unknown form(s) {', '.join(unknown)}; use {', '.join(forms.FORMS)}")
         if long_answer_weight <= 0:
             raise ConfigError(f"long_answer_weight must be positive, got {long_answer_weight}")
         if long_answer_words < 1:
@@ -116,6 +200,12 @@ class TaskSampler:
         self.long_answer_words = long_answer_words
         self.cot_prefill = cot_prefill
         self.format_contrast = format_contrast
+        self.instruction_prob = instruction_prob
+        self.answer_forms = answer_forms
+        self.heldout_forms = tuple(heldout_forms)
+        #: the forms training draws from
+        self._forms = [f for f in forms.FORMS if f not in self.heldout_forms]
+        self._labels: dict[int, list[str] | None] = {}
         #: indices of the long-answer tasks (their examples may get the prefill or the contrast)
         long_idx = ({i for i, t in enumerate(tasks) if mean_answer_words(t, split) >= long_answer_words}
                     if cot_prefill > 0 or format_contrast > 0 else set())
@@ -177,14 +267,29 @@ class TaskSampler:
             if self.unlisted_mc and "prompt_unlisted" in ex.meta and self._rng.random() < self.unlisted_mc:
                 ex = ex.without_listed_choices()
             desc = task.train_descriptions[self._rng.randrange(len(task.train_descriptions))]
+            if self.instruction_prob and "instruction" in ex.meta and self._rng.random() < self.instruction_prob:
+                ex = with_instruction(ex)
             short = False
             if self.format_contrast:
                 ex, desc, short = self._contrast(i, ex, desc)
+            if self.answer_forms and i not in self._long_tasks and self._rng.random() < self.answer_forms:
+                ex, desc = self._form(i, ex, desc)
             if not short and i in self._cot_tasks and self._rng.random() < self.cot_prefill:
                 ex = ex.with_prefill(COT_PREFILL)
             batch.append((task, ex, desc))
         self._batches += 1
         return batch
+
+    def _form(self, i: int, ex: Example, desc: str) -> tuple[Example, str]:
+        """``answer_forms`` for one example: a form drawn among those its answer can take."""
+        if i not in self._labels:
+            self._labels[i] = task_labels(self.tasks[i], self.split)
+        order = self._rng.sample(self._forms, len(self._forms))
+        for form in order:
+            got = form_variant(ex, desc, form, self._rng, labels=self._labels[i])
+            if got is not None:
+                return got
+        return ex, desc
 
     def _contrast(self, i: int, ex: Example, desc: str) -> tuple[Example, str, bool]:
         """``format_contrast`` for one example: (example, description, whether the target is now short)."""
@@ -211,7 +316,8 @@ class TaskSampler:
                 "unlisted_mc": self.unlisted_mc, "long_answer_weight": self.long_answer_weight,
                 "long_answer_words": self.long_answer_words, "task_names": [t.name for t in self.tasks],
                 "task_weights": [list(pw) for pw in self.task_weights], "cot_prefill": self.cot_prefill,
-                "format_contrast": self.format_contrast,
+                "format_contrast": self.format_contrast, "instruction_prob": self.instruction_prob,
+                "answer_forms": self.answer_forms, "heldout_forms": list(self.heldout_forms),
                 "batches": self._batches,
                 "rng": random_state(self._rng)}
 
@@ -226,9 +332,13 @@ class TaskSampler:
                 or (self.long_answer_weight != 1.0 and state.get("long_answer_words", 10) != self.long_answer_words)
                 or [tuple(pw) for pw in state.get("task_weights", [])] != self.task_weights
                 or state.get("cot_prefill", 0.0) != self.cot_prefill
-                or state.get("format_contrast", 0.0) != self.format_contrast):
+                or state.get("format_contrast", 0.0) != self.format_contrast
+                or state.get("instruction_prob", 0.0) != self.instruction_prob
+                or state.get("answer_forms", 0.0) != self.answer_forms
+                or tuple(state.get("heldout_forms", ())) != self.heldout_forms):
             raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
-                            "long_answer_weight/long_answer_words/task_weights/cot_prefill/format_contrast; resume with the run's own config")
+                            "long_answer_weight/long_answer_words/task_weights/cot_prefill/format_contrast/"
+                            "instruction_prob/answer_forms/heldout_forms; resume with the run's own config")
         set_random_state(state["rng"], self._rng)
         self._batches = int(state["batches"])
         self.seed = state["seed"]

@@ -117,6 +117,18 @@ class _TaskConfig(TrainConfig):
         "is trained on that answer alone with an 'answer only' clause appended to its description, else on its "
         "worked answer with a 'show your reasoning' clause; short-answer tasks get the 'answer only' clause. "
         "Teaches that a description's format words decide the answer's length (data/sampler.py)."))
+    instruction_prob: float = Field(0.0, ge=0, le=1, description=(
+        "Probability that a training example whose task keeps an instruction beside its input (the system message "
+        "of an evals task, ``meta['instruction']``) is shown with that instruction before the input. At 0 (the "
+        "default) training prompts are bare inputs, so the description, not the prompt, must carry the task; a "
+        "small value keeps adapters working when a user types the instruction as well. Validation is always bare."))
+    answer_forms: float = Field(0.0, ge=0, le=1, description=(
+        "Probability that a training example with a short answer is rewritten into an answer form (one word, at "
+        "most N words, capitals, a JSON key, a number, a bulleted list, a Python function, one of the task's "
+        "labels: data/forms.py) that its description then states, so the description decides the answer's form."))
+    heldout_forms: StrList = Field([], description=(
+        "Answer forms never used in training (names from data/forms.py); validation asks for them on the held-out "
+        "tasks, measuring whether following a stated form carries to forms not trained."))
     task_weights: StrList = Field([], description=(
         "``\"PATTERN=WEIGHT\"`` entries: training tasks whose name matches the glob pattern are drawn WEIGHT times "
         "as often (multiplied where several match), e.g. ``[\"olmo/*=3\"]``."))
@@ -124,7 +136,22 @@ class _TaskConfig(TrainConfig):
     @model_validator(mode="after")
     def _check_task_weights(self) -> _TaskConfig:
         self.task_weight_pairs()
+        from ..data.forms import FORMS
+
+        unknown = [f for f in self.heldout_forms if f not in FORMS]
+        if unknown:
+            raise ConfigError(f"heldout_forms names unknown answer form(s) {', '.join(unknown)}; use names from "
+                              f"{', '.join(FORMS)}")
         return self
+
+    def sampler_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~text2lora.data.TaskSampler` this recipe sets (one place for all
+        the recipes that draw task batches)."""
+        return dict(unlisted_mc=self.mc_unlisted, long_answer_weight=self.long_answer_weight,
+                    long_answer_words=self.long_answer_words, cot_prefill=self.cot_prefill,
+                    format_contrast=self.format_contrast, task_weights=self.task_weight_pairs(),
+                    instruction_prob=self.instruction_prob, answer_forms=self.answer_forms,
+                    heldout_forms=tuple(self.heldout_forms))
 
     def task_weight_pairs(self) -> list[tuple[str, float]]:
         """``task_weights`` as ``(pattern, weight)`` pairs; a malformed entry raises ConfigError naming it."""

@@ -84,11 +84,7 @@ class LoRAJob:
         self.val = val
         if tasks is not None:
             k = min(getattr(cfg, "tasks_per_batch", cfg.batch_size), len(tasks))
-            self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, unlisted_mc=cfg.mc_unlisted,
-                                            long_answer_weight=cfg.long_answer_weight,
-                                            long_answer_words=cfg.long_answer_words, cot_prefill=cfg.cot_prefill,
-                                            format_contrast=cfg.format_contrast,
-                                            task_weights=cfg.task_weight_pairs())
+            self.sampler: Any = TaskSampler(tasks, k, seed=cfg.seed + process_index, **cfg.sampler_options())
         else:
             assert train is not None
             self.sampler = ExampleSampler(len(train), cfg.batch_size, seed=cfg.seed + process_index)

@@ -29,6 +29,8 @@ from torch import Tensor
 from ..adapter import AdapterBatch
 from ..base import BaseModel
 from ..data import TaskRecord, TaskSampler
+from ..data.forms import FORMS
+from ..data.sampler import form_variant, task_labels
 from ..encoders import EncoderSpec, TaskIdEncoder, load_encoder
 from ..generator import TextToLoRA
 from ..inject import apply_adapters
@@ -71,13 +73,13 @@ class SFTJob(GeneratorJob):
         self.device = device
         self.tasks, self.val_tasks = tasks, val_tasks
         self.sampler = TaskSampler(tasks, min(cfg.tasks_per_batch, len(tasks)), seed=cfg.seed + process_index,
-                                   unlisted_mc=cfg.mc_unlisted, long_answer_weight=cfg.long_answer_weight,
-                                   long_answer_words=cfg.long_answer_words, cot_prefill=cfg.cot_prefill,
-                                   format_contrast=cfg.format_contrast,
-                                   task_weights=cfg.task_weight_pairs())
-        # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks)
-        self.val_items = [(t, ex) for t in (val_tasks or tasks)
+                                   **cfg.sampler_options())
+        # held-out tasks; without any, the training tasks' validation examples (unseen examples, seen tasks);
+        # with answer_forms, also examples of them in a stated answer form (the held-out forms among them)
+        self.val_items = [(t, ex, validation_description(t)) for t in (val_tasks or tasks)
                           for ex in validation_examples(t, cfg.val_examples, cfg.seed, cfg.mc_unlisted > 0)]
+        if cfg.answer_forms:
+            self.val_items += form_validation_items(val_tasks or tasks, cfg.seed)
         # anchor_coef: a frozen copy of the starting generator's hypernetwork (before any update), in training
         # mode: it sees the dropout masks the trained one sees
         self.anchor = copy.deepcopy(gen.hypernet).train().requires_grad_(False) if cfg.anchor_coef else None
@@ -183,9 +185,10 @@ class SFTJob(GeneratorJob):
                 logs["choice"] = float(rank.detach())
         return total, logs
 
-    def validate(self, items: Sequence[tuple[TaskRecord, Any]] | None = None) -> float | None:
-        """Mean CE over ``items`` (default: :attr:`val_items`), each task's adapter made from its first
-        held-out (else training) description."""
+    def validate(self, items: Sequence[tuple[TaskRecord, Any] | tuple[TaskRecord, Any, str]] | None = None
+                 ) -> float | None:
+        """Mean CE over ``items`` (default: :attr:`val_items`): (task, example[, description]), each task's
+        adapter made from the item's description, by default the task's first held-out (else training) one."""
         items = self.val_items if items is None else items
         if not items:
             return None
@@ -193,9 +196,9 @@ class SFTJob(GeneratorJob):
         for i in range(0, len(items), k):
             chunk = items[i:i + k]
             texts = []
-            for t, ex in chunk:
-                texts.append(self.condition_text(t, ex, validation_description(t)))
-            ce, _ = self.forward_loss(texts, [ex for _, ex in chunk], 0.0, 0.0)
+            for t, ex, *desc in chunk:
+                texts.append(self.condition_text(t, ex, desc[0] if desc else validation_description(t)))
+            ce, _ = self.forward_loss(texts, [item[1] for item in chunk], 0.0, 0.0)
             total += float(ce) * len(chunk)
             n += len(chunk)
         return total / n
@@ -215,6 +218,25 @@ def ranked_choices(n: int, gold: int, limit: int, rng: random.Random) -> list[in
     if len(others) >= limit:
         others = sorted(rng.sample(others, limit - 1))
     return [gold, *others]
+
+
+def form_validation_items(tasks: Sequence[TaskRecord], seed: int, per_task: int = 2
+                          ) -> list[tuple[TaskRecord, Any, str]]:
+    """Validation items in a stated answer form: for each task with short answers, its first ``per_task``
+    validation examples, each rewritten into a form drawn (seeded by the task's name) among all the forms its
+    answer can take, held-out forms included, with the form's first clause (the one training never uses)
+    after the task's validation description."""
+    items = []
+    for task in tasks:
+        labels = task_labels(task)
+        rng = random.Random(f"forms:{seed}:{task.name}")
+        for ex in validation_examples(task, per_task, seed):
+            for form in rng.sample(list(FORMS), len(FORMS)):
+                got = form_variant(ex, validation_description(task), form, rng, labels=labels, variant=0)
+                if got is not None:
+                    items.append((task, got[0], got[1]))
+                    break
+    return items
 
 
 def validation_description(task: TaskRecord) -> str:
