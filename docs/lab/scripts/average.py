@@ -1,12 +1,12 @@
 """Average the weights of two generator checkpoints of the same shape (weight interpolation).
 
-    python scripts/average.py A_DIR B_DIR --weight W --out OUT_DIR [--force]
+    python docs/lab/scripts/average.py A_DIR B_DIR --weight W --out OUT_DIR [--force]
 
 Writes the generator whose every hypernetwork tensor is ``(1 - W) * A + W * B``: ``W = 0`` is A,
 ``W = 1`` is B. Both must be the same generator architecture (base, encoder and head settings); the
-result keeps A's config. Used for docs/RESULTS.md section 17, where A is a trained generator and B
+result keeps A's config. Used for docs/lab/LOG.md section 17, where A is a trained generator and B
 its continuation on changed data; which ``W`` to keep is for validation to say
-(``scripts/validate.py``), not this script.
+(``docs/lab/scripts/validate.py``), not this script.
 """
 
 from __future__ import annotations

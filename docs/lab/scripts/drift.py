@@ -1,6 +1,6 @@
 """How far generators' adapters are from a reference generator's, by kind of description.
 
-    python scripts/drift.py REFERENCE GENERATOR [GENERATOR ...] [--tasks N] [--json FILE]
+    python docs/lab/scripts/drift.py REFERENCE GENERATOR [GENERATOR ...] [--tasks N] [--json FILE]
 
 For each generator, the relative squared distance of the adapters it makes from the ones the
 reference makes for the same descriptions (sum((A - A0)^2) / sum(A0^2) plus the same for B: the

@@ -1,7 +1,7 @@
-"""Greedy answers of the base model to one prompt, without and with a generated adapter (the README's
-transcript).
+"""Greedy answers of the base model to one prompt, without and with a generated adapter (the
+transcripts of docs/lab/LOG.md sections 9 to 13).
 
-    python scripts/transcript.py "DESCRIPTION" "PROMPT" [--model GENERATOR_DIR] [--max-new-tokens N]
+    python docs/lab/scripts/transcript.py "DESCRIPTION" "PROMPT" [--model GENERATOR_DIR] [--max-new-tokens N]
 """
 
 from __future__ import annotations

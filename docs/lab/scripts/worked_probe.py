@@ -1,6 +1,6 @@
 """Whether a generator's math adapters make a worked solution likelier than unrelated adapters do.
 
-    python scripts/worked_probe.py [GENERATOR_DIR | adapter:DIR ...] [--neighbours K] [--gsm8k N] [--json FILE]
+    python docs/lab/scripts/worked_probe.py [GENERATOR_DIR | adapter:DIR ...] [--neighbours K] [--gsm8k N] [--json FILE]
 
 One grade-school word problem not used in training, solved twice in the same words: as prose and
 one step a line. Each is scored as GSM8K is evaluated (after the "Let's think step by step."
