@@ -169,14 +169,18 @@ class TextToLoRA(nn.Module):
                 "base": self.base_spec.to_dict(), "encoder": self.encoder_spec.to_dict(),
                 "hyper": self.hyper_config.to_dict()}
 
-    def save_pretrained(self, path: str | Path, force: bool = False) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` atomically."""
+    def save_pretrained(self, path: str | Path, force: bool = False, training: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically; ``training`` (where the weights come from:
+        recipe, data, step; written by training) goes into ``config.json`` as its ``training`` block."""
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.hypernet.state_dict().items()}
+        config = self.config_dict()
+        if training is not None:
+            config["training"] = training
         with atomic_dir(path, force=force) as tmp:
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            atomic_write_json(tmp / "config.json", self.config_dict())
+            atomic_write_json(tmp / "config.json", config)
         return Path(path)
 
     @classmethod

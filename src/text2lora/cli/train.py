@@ -64,7 +64,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     # corrected command is not refused with "already exists"; the main process does it, once
     main = os.environ.get("RANK", "0") == "0"
     with undo_on_failure(out, RunDir.has_results) if main else contextlib.nullcontext():
-        result = fn(cfg, out, resume=args.resume, quiet=args.quiet)
+        extra = {}
+        if args.recipe == "sft":
+            from ..train.provenance import recipe_record
+
+            extra["recipe"] = recipe_record(args.config, cfg.name)
+        result = fn(cfg, out, resume=args.resume, quiet=args.quiet, **extra)
     if not args.quiet and os.environ.get("RANK", "0") == "0":  # one summary under a distributed launcher
         best = f"{result.best_val:.4f} at step {result.best_step}" if result.best_val is not None else "n/a"
         print(f"finished {args.recipe} run {out}: {result.step} steps in {result.seconds:.1f} s; best validation "

@@ -53,8 +53,9 @@ class Job(Protocol):
     def validate(self) -> float | None:
         """Validation loss (lower is better), or ``None`` when there is nothing to validate on."""
 
-    def save_artifact(self, path: Path) -> None:
-        """Write the usable result (generator checkpoint, PEFT adapter) to ``path`` atomically."""
+    def save_artifact(self, path: Path, step: int | None = None) -> None:
+        """Write the usable result (generator checkpoint, PEFT adapter) to ``path`` atomically; ``step`` is the
+        training step whose weights it holds."""
 
     def trainable_state(self) -> dict[str, Tensor]:
         """Tensors needed to restore the trained weights."""
@@ -81,8 +82,11 @@ class GeneratorJob:
     """Most texts whose embeddings :meth:`embed` keeps (then it starts over)."""
 
     def embed(self, texts: Sequence[str]) -> Tensor:
-        """Embeddings ``[len(texts), dim]`` of ``texts`` by the generator's encoder, on ``self.device``;
-        each text is encoded once (the encoder is frozen), in one batch with the others missing."""
+        """Embeddings ``[len(texts), dim]`` of ``texts`` by the generator's encoder, on ``self.device``.
+        Each text is encoded once (the encoder is frozen) and on its own: an encoder's output for a text
+        moves by ~1e-6 with the other rows of its batch (padding, kernels chosen by batch size), so a
+        batch made of whatever the cache missed would give a resumed run, whose cache starts empty,
+        other embeddings than the uninterrupted run had."""
         cache: dict[str, Tensor] | None = getattr(self, "_embeddings", None)
         if cache is None:
             cache = self._embeddings = {}
@@ -90,12 +94,18 @@ class GeneratorJob:
         if missing:
             if len(cache) + len(missing) > self.embed_cache_limit:
                 cache.clear()
-            for t, e in zip(missing, self.gen.encoder.encode(missing)):
-                cache[t] = e.float().cpu()
+            for t in missing:
+                cache[t] = self.gen.encoder.encode([t])[0].float().cpu()
         return torch.stack([cache[t] for t in texts]).to(self.device)
 
-    def save_artifact(self, path: Path) -> None:
-        self.gen.save_pretrained(path, force=True)
+    provenance: dict[str, Any] | None = None
+    """The ``training`` block of the checkpoints' config.json (:mod:`~text2lora.train.provenance`), or ``None``."""
+
+    def save_artifact(self, path: Path, step: int | None = None) -> None:
+        training = None
+        if self.provenance is not None:
+            training = {**self.provenance, "step": step, "chosen_by": "validation loss on the held-out tasks"}
+        self.gen.save_pretrained(path, force=True, training=training)
 
     def checkpoint_config(self) -> dict[str, Any]:
         return self.gen.config_dict()
@@ -297,7 +307,7 @@ class Trainer:
         if result.best_val is None or val < result.best_val:
             result.best_val, result.best_step, self.since_best = val, step, 0
             if self.main:
-                self.job.save_artifact(self.run.best_path)
+                self.job.save_artifact(self.run.best_path, step)
         else:
             self.since_best += 1
         self.bar.set_postfix_str(f"val {val:.4f} (best {result.best_val:.4f} @ {result.best_step})", refresh=False)
@@ -320,7 +330,7 @@ class Trainer:
         result = self.result
         if self.main:
             if not self.cfg.eval_every or result.best_step is None:
-                self.job.save_artifact(self.run.best_path)
+                self.job.save_artifact(self.run.best_path, result.step)
                 result.best_step = result.step
             self.run.plot()
         self.run.close()

@@ -111,7 +111,7 @@ class LoRAJob:
             total += float(self._ce(chunk, 0.0)) * len(chunk)
         return total / len(self.val)
 
-    def save_artifact(self, path: Path) -> None:
+    def save_artifact(self, path: Path, step: int | None = None) -> None:
         _adapter_of(self.module, self.base, self.cfg, self.meta).save(path, force=True, vllm=False)
 
     def trainable_state(self) -> dict[str, Tensor]:

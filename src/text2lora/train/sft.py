@@ -38,6 +38,7 @@ from .batches import encode_examples, lm_response_logprobs, lm_response_loss, ne
 from .config import SFTConfig
 from .loop import GeneratorJob, LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
+from .provenance import data_record
 from .tasks import recipe_tasks
 
 __all__ = ["SFTJob", "train_sft", "adapter_drift", "adapter_l2", "ranked_choices"]
@@ -268,11 +269,14 @@ def build_generator(cfg: SFTConfig, base: BaseModel, task_names: list[str], enco
 def train_sft(cfg: SFTConfig, out: str | Path, *, resume: bool = False, quiet: bool = False,
               base: BaseModel | None = None, tasks: list[TaskRecord] | None = None,
               val_tasks: list[TaskRecord] | None = None, encoder=None,
-              on_step: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
+              on_step: Callable[[int, dict[str, float]], None] | None = None,
+              recipe: dict[str, Any] | None = None) -> LoopResult:
     """Train a generator by SFT (or the Hyperdecoders baseline) into run directory ``out``.
 
     ``base``, ``tasks``, ``val_tasks`` and ``encoder`` replace what the config names (tests and
-    notebooks pass in-memory objects). The best generator by validation loss is ``out/best``.
+    notebooks pass in-memory objects). The best generator by validation loss is ``out/best``; with ``recipe``
+    (:func:`~text2lora.train.provenance.recipe_record`) its config.json records the recipe, the data, the
+    commit and the chosen step.
     """
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
@@ -282,6 +286,8 @@ def train_sft(cfg: SFTConfig, out: str | Path, *, resume: bool = False, quiet: b
     gen = build_generator(cfg, base, [t.name for t in tasks + val_tasks], encoder)
     gen.to(accelerator.device)
     job = SFTJob(cfg, base, gen, tasks, val_tasks, accelerator.device, accelerator.process_index)
+    if recipe is not None:
+        job.provenance = {**recipe, "data": data_record([*tasks, *val_tasks]), "steps": cfg.steps}
     result = train_loop(job, cfg, run, accelerator, resume=resume, quiet=quiet, on_step=on_step)
     result.run_dir = run.path
     return result

@@ -137,4 +137,6 @@ def load_user_tasks(path: str | Path, seed: int = 0) -> list[TaskRecord]:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise DataError(f"task file {path} defines {', '.join(sorted(dup))} more than once")
+    for t in tasks:
+        t.info = {**t.info, "file": str(path)}
     return tasks

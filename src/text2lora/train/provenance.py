@@ -1,0 +1,65 @@
+"""Where a trained generator comes from: the recipe file, the code, the data and the chosen step.
+
+A generator checkpoint written by training carries a ``training`` block in its ``config.json``:
+
+- ``recipe`` (the recipe's ``name``), ``recipe_file`` (the path it was read from, relative to the
+  working directory when inside it) and ``recipe_sha256`` (the file's bytes);
+- ``commit``: the git commit of the code that trained it (``git describe --always --dirty`` of the
+  repository holding the package), or ``null`` outside a git checkout;
+- ``data``: for each collection the training and validation tasks come from, the SHA-256 of its
+  ``manifest.json`` (a user task file: of the file);
+- ``steps`` (the run's length), ``step`` (the step whose weights these are) and ``chosen_by``.
+
+So anyone holding the checkpoint can tell which recipe, on which data, made it, and rebuild it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+from .._io import file_digest
+
+__all__ = ["recipe_record", "data_record", "code_commit"]
+
+
+def code_commit() -> str | None:
+    """``git describe --always --dirty`` of the checkout holding this package, or ``None`` outside one."""
+    here = Path(__file__).resolve().parent
+    try:
+        proc = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=40"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def recipe_record(path: str | Path, name: str) -> dict[str, Any]:
+    """The recipe part of the ``training`` block for the recipe file ``path`` whose ``name`` is ``name``."""
+    path = Path(path)
+    try:
+        shown = str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        shown = str(path)
+    return {"recipe": name, "recipe_file": shown, "recipe_sha256": file_digest(path), "commit": code_commit()}
+
+
+def data_record(tasks: Iterable[Any]) -> dict[str, str]:
+    """``{collection: sha256 of its manifest.json}`` for the collections ``tasks`` (task records) come from."""
+    from ..data.records import collection_dir
+
+    out: dict[str, str] = {}
+    for task in tasks:
+        source = task.source
+        if source in out:
+            continue
+        if source == "user":
+            file = task.info.get("file") if isinstance(task.info, dict) else None
+            if file and Path(file).is_file():
+                out[f"user:{file}"] = file_digest(file)
+            continue
+        manifest = collection_dir(source) / "manifest.json"
+        if manifest.is_file():
+            out[source] = file_digest(manifest)
+    return dict(sorted(out.items()))

@@ -1,0 +1,43 @@
+"""A trained generator's config.json says which recipe file, code, data and step made it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from _train_util import logged
+from text2lora.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SFT = ROOT / "configs" / "tiny_sft.yaml"
+TINY_TASKS = ROOT / "configs" / "data" / "tiny_tasks.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from text2lora.testing import save_tiny_base
+
+    return save_tiny_base(tmp_path_factory.mktemp("provenance") / "tiny")
+
+
+def test_best_checkpoint_records_recipe_data_and_chosen_step(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    assert main(["train", "sft", str(TINY_SFT), "--base", str(tiny_dir), "--latent-dim", "16", "--head-in", "32",
+                 "--quiet", "--device", "cpu", "--out", str(out), "--steps", "3", "--eval-every", "1"]) == 0
+    training = json.loads((out / "best" / "config.json").read_text())["training"]
+    assert training["recipe"] == "tiny_sft"
+    assert training["recipe_file"] == "configs/tiny_sft.yaml"
+    assert training["recipe_sha256"] == hashlib.sha256(TINY_SFT.read_bytes()).hexdigest()
+    assert training["steps"] == 3
+    vals = logged(out, "loss", "val")  # validated at steps 1, 2, 3: the best is the first minimum
+    assert training["step"] == 1 + vals.index(min(vals))
+    assert training["data"] == {f"user:{TINY_TASKS.relative_to(ROOT)}":
+                                hashlib.sha256(TINY_TASKS.read_bytes()).hexdigest()}
+    # the checkpoint still loads as a generator
+    from text2lora import TextToLoRA
+
+    assert TextToLoRA.from_pretrained(out / "best").hyper_config.latent_dim == 16
