@@ -11,6 +11,8 @@ Files live in ``text2lora/resources/descriptions/``:
   "descriptions": [...], "heldout": [...]}`` (training and held-out descriptions).
 - ``worked*.jsonl``: the same, one line per kind of generated word problem (``{"task": "shopping", ...}``).
 - ``programs*.jsonl``: the same, one line per kind of generated programming task (``{"task": "list_filter", ...}``).
+- ``evals*.jsonl``: the same, one line per task of OpenAI's evals registry, named as the task without its
+  ``evals/`` prefix (``{"task": "afrikaans-lexicon", ...}``, ``{"task": "music-theory/triads-samples", ...}``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..encoders import check_descriptions
 from ..errors import ConfigError, DataError
 
 __all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
-           "worked_descriptions", "programs_descriptions",
+           "worked_descriptions", "programs_descriptions", "evals_descriptions",
            "load_description_jsonl", "load_description_sets",
            "alignment_set", "random_strings", "ALIGNMENT_KINDS"]
 
@@ -143,6 +145,11 @@ def worked_descriptions(folder: str | Path | None = None) -> dict[str, dict[str,
 def programs_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """Training and held-out descriptions of the generated programming tasks (every ``programs*.jsonl``)."""
     return _merged(Path(folder or DESCRIPTIONS_DIR), "programs*.jsonl")
+
+
+def evals_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """Training and held-out descriptions of the evals registry's tasks (every ``evals*.jsonl`` of ``folder``)."""
+    return _merged(Path(folder or DESCRIPTIONS_DIR), "evals*.jsonl")
 
 
 def bigbench_descriptions(folder: str | Path | None = None) -> dict[str, list[str]]:
