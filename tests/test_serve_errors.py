@@ -209,10 +209,10 @@ def test_adapter_dir_holds_peft_adapters_that_a_restarted_server_finds(server):
     _check_error(httpx.post(server.url + "/v1/adapters", json={"description": "Another task.", "name": "news_summary"}),
                  409, "adapter_exists")
     fresh = AdapterStore(server.engine.gen, adapter_dir=server.root / "adapters")  # a new server on the same dir
-    info = fresh.lookup("news_summary")
-    assert info.description == desc
-    by_id, info, hit = fresh.by_id("news_summary")  # by id: the directory, read once
-    assert hit is True and not info.generated and info.digest == live.digest() == by_id.digest()
-    # by description: generated here, never read from disk (equal weights: same generator, same description)
+    info = fresh.lookup("news_summary")  # the directory, verified: its description's adapter generated again
+    assert info.description == desc and info.path == str(path) and not info.generated
+    by_id, info, hit = fresh.by_id("news_summary")
+    assert hit is True and info.digest == live.digest() == by_id.digest()
+    # by description: what was generated here for the verification, never the tensors read from disk
     generated, ginfo, hit = fresh.get(desc)
-    assert hit is False and ginfo.generated and generated.digest() == live.digest()
+    assert hit is True and ginfo.generated and generated is by_id and generated.digest() == live.digest()

@@ -125,12 +125,15 @@ def test_api_key_is_required_on_v1_when_set(server):
 
 # ----------------------------------------------------------------------------- the right adapter
 
-def _plant(adapter_dir, name, adapter, claimed_description):
-    """Write ``adapter`` to ``adapter_dir/name`` claiming ``claimed_description`` in its provenance."""
+def _plant(adapter_dir, name, adapter, claimed_description, generator_digest=None):
+    """Write ``adapter`` to ``adapter_dir/name`` claiming ``claimed_description`` (and ``generator_digest``)
+    in its provenance."""
     from text2lora.adapter import LoRAAdapter
 
-    fake = LoRAAdapter(adapter.base, adapter.A, adapter.B, adapter.alpha, adapter.use_rslora,
-                       {**adapter.meta, "description": claimed_description})
+    meta = {**adapter.meta, "description": claimed_description}
+    if generator_digest is not None:
+        meta["generator_digest"] = generator_digest
+    fake = LoRAAdapter(adapter.base, adapter.A, adapter.B, adapter.alpha, adapter.use_rslora, meta)
     fake.save(adapter_dir / name, vllm=False)
     return fake
 
@@ -141,7 +144,8 @@ def _reply(srv, model, prompt="Tell me about the sea."):
 
 
 def test_a_planted_directory_is_never_served_for_a_description(server):
-    from text2lora.serve.cache import AdapterStore, adapter_id_for
+    from text2lora.adapter import LoRAAdapter
+    from text2lora.serve.cache import AdapterStore, UnknownAdapter, adapter_id_for
 
     eng, gen = server.engine, server.engine.gen
     adapter_dir = server.root / "adapters"
@@ -149,11 +153,13 @@ def test_a_planted_directory_is_never_served_for_a_description(server):
     own = gen.generate(desc)  # what the loaded generator makes for this description (the oracle)
     other = gen.generate("Write a limerick about cats.")
     assert own.digest() != other.digest()
-    gid = adapter_id_for(desc, eng.store.gen_digest)
-    # planted before the server ever saw the description: under the very id it would use, and under another
-    _plant(adapter_dir, gid, other, desc)
-    _plant(adapter_dir, "lookalike", other, desc)
-    _plant(adapter_dir, "lookalike2", gen.generate("Sort a list of numbers."), desc)
+    gd = eng.store.gen_digest
+    gid = adapter_id_for(desc, gd)
+    # planted before the server ever saw the description, claiming it and the loaded generator: under the
+    # very id it would use, and under two names
+    _plant(adapter_dir, gid, other, desc, gd)
+    _plant(adapter_dir, "lookalike", other, desc, gd)
+    _plant(adapter_dir, "lookalike2", gen.generate("Sort a list of numbers."), desc, gd)
 
     text, t2l = _reply(server, "t2l:" + desc)
     assert t2l["adapter"] == gid
@@ -166,16 +172,19 @@ def test_a_planted_directory_is_never_served_for_a_description(server):
     assert served.digest() == own.digest()
     # the same id on disk holds other weights: the server did not overwrite it, nor claim it as its own
     assert eng.store.lookup(gid).path is None
-    # two directories claiming the same description are two adapters, each served its own weights
-    a, ia, _ = eng.adapter(adapter_id="lookalike")
-    b, ib, _ = eng.adapter(adapter_id="lookalike2")
-    assert ia.digest != ib.digest and a.digest() == ia.digest and b.digest() == ib.digest
-    assert not ia.generated and not ib.generated
-    # a restarted server on the same directory: the description still gets the generator's adapter
+    assert LoRAAdapter.load(adapter_dir / gid).digest() == other.digest()
+    # names whose directories claim the description but hold other weights are refused, saying why
+    for name in ("lookalike", "lookalike2"):
+        with pytest.raises(UnknownAdapter, match="weights"):
+            eng.adapter(adapter_id=name)
+        r = httpx.get(f"{server.url}/v1/adapters/{name}", headers={"authorization": f"Bearer {KEY}"})
+        assert r.status_code == 404 and "weights" in r.json()["error"]["message"], r.text
+    # a restarted server on the same directory: the id and the description both get the generator's adapter
     fresh = AdapterStore(gen, adapter_dir=adapter_dir)
-    assert fresh.lookup(gid).digest == other.digest()  # by id, the directory named so
-    adapter, info, hit = fresh.get(desc)
-    assert not hit and info.generated and adapter.digest() == own.digest()
+    adapter, info, _ = fresh.by_id(gid)
+    assert adapter.digest() == own.digest() and info.path is None
+    adapter, info, _ = fresh.get(desc)
+    assert info.generated and adapter.digest() == own.digest()
 
 
 def _direct(engine, prompt, adapter):

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from .batcher import Batcher, Event, GenRequest
 from .cache import AdapterInfo, AdapterStore
 
-__all__ = ["EngineConfig", "Engine", "load_engine"]
+__all__ = ["EngineConfig", "Engine", "load_engine", "longest_token_bytes"]
 
 
 @dataclass
@@ -74,7 +74,13 @@ class Engine:
         shares_model = getattr(getattr(generator, "encoder_spec", None), "kind", "") == "base-lm"
         self.store = AdapterStore(generator, self.config.cache_size, self.config.adapter_dir,
                                   gen_lock=self.model_lock if shares_model else None,
-                                  disk_quota_mb=self.config.adapter_dir_quota_mb or None)
+                                  disk_quota_mb=self.config.adapter_dir_quota_mb or None,
+                                  reserved=("base", base.spec.name))
+        # a prompt longer than this many characters is over max_prompt_tokens whatever its text (no token
+        # stands for more bytes than the longest vocabulary entry, no character for less than a byte), so it
+        # is refused before tokenising; None when the tokenizer does not list its vocabulary
+        longest = longest_token_bytes(base.tokenizer)
+        self.max_prompt_chars = self.config.max_prompt_tokens * longest if longest else None
         self.batcher = Batcher(base, self.config.max_batch, self.config.batch_wait_ms, lock=self.model_lock)
         cfg = getattr(base.model, "config", None)
         self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
@@ -128,6 +134,17 @@ class Engine:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def longest_token_bytes(tokenizer: Any) -> int | None:
+    """An upper bound on the UTF-8 bytes of text one token of ``tokenizer`` stands for: the longest
+    vocabulary entry in UTF-8 bytes (byte-level and SentencePiece entries spell a byte or a space with at
+    least one byte, so this never undercounts). ``None`` when the tokenizer has no ``get_vocab``."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    return max((len(t.encode("utf-8", "surrogatepass")) for t in vocab), default=0) or None
 
 
 def load_engine(model: str | None = None, base: str | None = None, config: EngineConfig | None = None,

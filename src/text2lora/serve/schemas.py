@@ -83,7 +83,8 @@ class CompletionRequest(_Generation):
 
 class AdapterCreate(_Body):
     description: str
-    name: str | None = Field(default=None, description="id to give the adapter ([A-Za-z0-9_-]{1,64})")
+    name: str | None = Field(default=None, description="id to give the adapter ([A-Za-z0-9_-]{1,64}, not starting "
+                             "with 't2l-', which derived ids have, and not 'base' or the base model's name)")
 
 
 class APIError(Exception):

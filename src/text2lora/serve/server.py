@@ -17,8 +17,15 @@ Errors are OpenAI-style ``{"error": {"message", "type", "param", "code"}}``: a b
 (only the project's user errors, :class:`~text2lora.errors.T2LError`, and the request checks here map
 to 4xx); anything else is a bug and becomes a 500 naming the request id, which the server log prints
 with the traceback. Every response carries its id in the ``x-request-id`` header (the OpenAI client's
-``request_id``). Request ids, error answers and the API key live in :mod:`.middleware`; the routes are
-one :class:`fastapi.APIRouter` (``router``) over a ``_Handler`` that holds the request logic.
+``request_id``). Request ids, error answers, the API key and the connection guard live in
+:mod:`.middleware`; the routes are one :class:`fastapi.APIRouter` (``router``) over a ``_Handler`` that
+holds the request logic.
+
+What one client can make the server do is bounded before the work starts: a request's head and body
+must arrive within deadlines and the open connections are capped (:class:`.middleware.ConnectionLimits`);
+bodies past ``max_body_bytes`` or nested deeper than :data:`MAX_JSON_DEPTH` are refused before they
+are parsed; prompts longer than ``max_prompt_tokens`` can be are refused before they are tokenised, and
+tokenising runs off the event loop.
 
 FastAPI and uvicorn are needed (``pip install 'text-to-lora[apps]'``); nothing in the core imports this module.
 """
@@ -29,11 +36,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 from typing import Annotated, Any, AsyncIterator
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -42,14 +51,33 @@ from starlette.concurrency import run_in_threadpool
 from .batcher import Event
 from .cache import BadAdapterId, InvalidDescription, UnknownAdapter
 from .engine import Engine
-from .middleware import CLIENT_ERRORS, RequestIds, check_api_key, request_id_of
+from .middleware import (CLIENT_ERRORS, ConnectionLimits, RequestIds, check_api_key, conn_log, guarded_protocol,
+                         limit_repeats, request_id_of)
 from .schemas import AdapterCreate, APIError, ChatRequest, CompletionRequest, validation_message
 
-__all__ = ["create_app", "router", "serve", "ServerThread", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["create_app", "router", "serve", "ServerThread", "uvicorn_config", "json_depth", "DEFAULT_MAX_BODY_BYTES",
+           "MAX_JSON_DEPTH"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+MAX_JSON_DEPTH = 400
+"""Deepest nesting of arrays and objects a request body may have (Python's JSON parser, and code that
+walks what it returns, recurse once per level)."""
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = np.zeros(256, np.int8)
+_BRACKET_STEP[list(b"[{")], _BRACKET_STEP[list(b"]}")] = 1, -1
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in the JSON text ``raw`` (brackets inside strings do not count),
+    found without parsing it (C-speed passes: a regular expression, ``bytes.translate``, a NumPy sum)."""
+    skeleton = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if not skeleton:
+        return 0
+    return int(np.cumsum(_BRACKET_STEP[np.frombuffer(skeleton, np.uint8)], dtype=np.int64).max())
 
 
 async def _read_json(request: Any, limit: int) -> dict[str, Any]:
@@ -63,8 +91,13 @@ async def _read_json(request: Any, limit: int) -> dict[str, Any]:
         if size > limit:
             raise APIError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
         chunks.append(chunk)
+    raw = b"".join(chunks)
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise APIError(400, f"the request body nests arrays and objects {depth} deep; the limit is {MAX_JSON_DEPTH}",
+                       code="invalid_json")
     try:
-        body = json.loads(b"".join(chunks) or b"null")
+        body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
     if not isinstance(body, dict):
@@ -129,6 +162,21 @@ class _Handler:
             raise APIError(404, f"model {str(aid)[:80]!r} does not exist: {e}", param="model",
                            code="model_not_found") from None
         return ad, info.id, {"adapter": info.id, "cache_hit": hit}
+
+    def check_size(self, texts: list[str], param: str) -> None:
+        """400 for a prompt that is over ``max_prompt_tokens`` whatever it says, before it is tokenised: more
+        messages than tokens allowed, or more characters than that many tokens can hold."""
+        cfg, limit = self.engine.config, self.engine.max_prompt_chars
+        if len(texts) > cfg.max_prompt_tokens:
+            raise APIError(400, f"the prompt has {len(texts)} messages; this server accepts at most "
+                           f"{cfg.max_prompt_tokens} tokens (--max-prompt-tokens); send fewer messages",
+                           param=param, code="context_length_exceeded")
+        chars = sum(len(t) for t in texts)
+        if limit is not None and chars > limit:
+            raise APIError(400, f"the prompt has {chars} characters, more than {cfg.max_prompt_tokens} tokens can "
+                           f"hold with this tokenizer ({limit}); this server accepts at most {cfg.max_prompt_tokens} "
+                           "tokens (--max-prompt-tokens); shorten the prompt", param=param,
+                           code="context_length_exceeded")
 
     def limits(self, req: Any, prompt_ids: list[int], chat: bool) -> int:
         cfg, n = self.engine.config, req.token_limit()
@@ -204,8 +252,13 @@ class _Handler:
         if not chat and not text:
             raise APIError(400, "the prompt is empty; send at least one token of text", param=param,
                            code="invalid_value")
-        # a ValueError from tokenising is a bug, not the client's: it becomes a 500 with a request id
-        ids = self.engine.chat_ids(msgs) if chat else self.engine.completion_ids(text)
+        self.check_size([m["content"] for m in msgs] if chat else [text], param)  # type: ignore[union-attr]
+        # off the event loop (the tokenizer releases the GIL); a ValueError from tokenising is a bug, not the
+        # client's: it becomes a 500 with a request id
+        if chat:
+            ids = await run_in_threadpool(self.engine.chat_ids, msgs)
+        else:
+            ids = await run_in_threadpool(self.engine.completion_ids, text)
         max_tokens = self.limits(req, ids, chat)
         try:
             req.stops()
@@ -227,16 +280,17 @@ class _Handler:
         data += [self.model_card(i.id, i.created, i.description) for i in self.engine.store.list()]
         return {"object": "list", "data": data}
 
-    def model(self, model_id: str) -> dict[str, Any]:
+    async def model(self, model_id: str) -> dict[str, Any]:
         if model_id in (self.engine.base_name, "base"):
             return self.model_card(self.engine.base_name, 0)
-        info = self.lookup(model_id)
+        info = await self.lookup(model_id)
         return self.model_card(info.id, info.created, info.description)
 
-    def lookup(self, aid: str) -> Any:
-        """The adapter registered under ``aid``; 400 for an ill-formed id, 404 for an unknown one."""
+    async def lookup(self, aid: str) -> Any:
+        """The adapter registered under ``aid`` (an adapter directory is verified, off the event loop); 400 for
+        an ill-formed id, 404 for an unknown or unverified one."""
         try:
-            return self.engine.store.lookup(aid)
+            return await run_in_threadpool(self.engine.store.lookup, aid)
         except BadAdapterId as e:
             raise APIError(400, str(e), param="id", code="invalid_adapter_id") from None
         except UnknownAdapter as e:
@@ -347,8 +401,9 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/v1/stats")
-async def stats(h: Handler) -> dict[str, Any]:
-    return h.stats()
+async def stats(request: Request, h: Handler) -> dict[str, Any]:
+    guard = getattr(request.app.state, "connections", None)
+    return {**h.stats(), "connections": guard.snapshot() if guard is not None else None}
 
 
 @router.get("/v1/models")
@@ -358,7 +413,7 @@ async def list_models(h: Handler) -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, h: Handler) -> dict[str, Any]:
-    return h.model(model_id)
+    return await h.model(model_id)
 
 
 @router.post("/v1/adapters")
@@ -373,7 +428,7 @@ async def list_adapters(h: Handler) -> dict[str, Any]:
 
 @router.get("/v1/adapters/{adapter_id:path}")
 async def get_adapter(adapter_id: str, h: Handler) -> dict[str, Any]:
-    return h.adapter_json(h.lookup(adapter_id))
+    return h.adapter_json(await h.lookup(adapter_id))
 
 
 @router.post("/v1/chat/completions")
@@ -386,15 +441,24 @@ async def completions(request: Request, h: Handler, body: JSONBody) -> Any:
     return await h.complete(body, chat=False, client=request)
 
 
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's own errors (``accept()`` out of file descriptors, ...): once per cause a minute."""
+    exc = context.get("exception")
+    conn_log.error("event loop: " + str(context.get("message", "error")),
+                   exc_info=(type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else None)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[None]:
+    asyncio.get_running_loop().set_exception_handler(_loop_error)
     yield
     app.state.engine.close()
 
 
 def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None) -> Any:
-    """The FastAPI application serving ``engine``; with ``api_key``, every ``/v1`` request must carry
-    ``Authorization: Bearer <api_key>`` (what OpenAI clients send), else 401."""
+    """The FastAPI application serving ``engine``; with ``api_key``, every request but ``/health`` (the
+    ``/v1`` API, ``/docs``, ``/openapi.json``) must carry ``Authorization: Bearer <api_key>`` (what OpenAI
+    clients send), else 401."""
     from .. import __version__
 
     app = FastAPI(title="text2lora", version=__version__, lifespan=_lifespan,
@@ -410,6 +474,21 @@ def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api
     return app
 
 
+def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+                   limits: ConnectionLimits | None = None) -> Any:
+    """The ``uvicorn.Config`` every server here runs with: uvicorn's h11 protocol with the connection guard
+    (``limits``: deadlines for each request's head and body, the connection cap; its counts in
+    ``app.state.connections`` and ``/v1/stats``), no WebSocket upgrades, and uvicorn's own records limited
+    to one per cause a minute."""
+    import uvicorn
+
+    protocol = guarded_protocol(limits or ConnectionLimits())
+    app.state.connections = protocol.guard
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=protocol, ws="none")
+    limit_repeats(logging.getLogger("uvicorn.error"))  # after Config: it sets up uvicorn's logging
+    return config
+
+
 class ServerThread:
     """Run a uvicorn server for ``app`` in a background thread (tests, benchmarks, notebooks).
 
@@ -419,10 +498,10 @@ class ServerThread:
             client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none")
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, limits: ConnectionLimits | None = None):
         import uvicorn
 
-        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        self.config = uvicorn_config(app, host, port, "warning", limits)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="t2l-uvicorn", daemon=True)
         self.url = ""
@@ -451,8 +530,10 @@ class ServerThread:
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", api_key: str | None = None) -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", api_key: str | None = None,
+          limits: ConnectionLimits | None = None) -> None:
     """Serve until interrupted (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(engine, max_body_bytes, api_key), host=host, port=port, log_level=log_level)
+    app = create_app(engine, max_body_bytes, api_key)
+    uvicorn.Server(uvicorn_config(app, host, port, log_level, limits)).run()
