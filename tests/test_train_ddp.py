@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from text2lora.testing import save_tiny_base
 
@@ -61,3 +63,29 @@ def test_sft_runs_with_two_processes_resumes_and_refuses_another_process_count(r
     steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]
              if ",train,loss," in line]
     assert steps == [1, 2, 3, 4]  # logged once (main process), no step lost or repeated
+
+
+def test_two_processes_resume_bit_identical_each_with_its_own_random_states(recipe, tmp_path):
+    """With one task a batch, the two processes' batches differ in shape, so their NEFTune noise draws
+    advance their RNGs by different amounts: a resumed process must get its own RNG states back, not the
+    main process's (which moved the resumed run's weights by ~1e-3). The cut run is what a kill after
+    step 3 leaves (checkpoint step 2, metrics up to step 4 that resume drops); the tolerance is zero."""
+    from safetensors.torch import load_file
+
+    args = ["train", "sft", str(recipe), "--quiet", "--tasks-per-batch", "1", "--keep-checkpoints", "2"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    first = _launch([*args, "--out", str(full)], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "checkpoints" / "step-000004")
+    again = _launch([*args, "--out", str(cut), "--resume"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = Path("checkpoints") / "step-000004"
+    rng = load_file(str(full / final / "rng.safetensors"))
+    assert not torch.equal(rng["0.torch_cpu"], rng["1.torch_cpu"])  # the processes' streams did part
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        a, b = load_file(str(full / final / name)), load_file(str(cut / final / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    lines = [(run / "metrics.csv").read_text().splitlines()[1:] for run in (full, cut)]
+    assert [row.split(",")[:4] for row in lines[0] if "step_seconds" not in row] == \
+        [row.split(",")[:4] for row in lines[1] if "step_seconds" not in row]

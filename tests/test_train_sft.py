@@ -64,14 +64,15 @@ def test_interrupted_and_resumed_equals_uninterrupted(base, tasks, tmp_path):
     with pytest.raises(OutputExistsError, match="--resume"):
         train_sft(cfg, tmp_path / "cut", base=base, tasks=tasks[:3], quiet=True)
     resumed = train_sft(cfg, tmp_path / "cut", base=base, tasks=tasks[:3], quiet=True, resume=True)
-    assert resumed.train_losses == pytest.approx(full.train_losses[2:], abs=1e-6)
-    assert train_losses(tmp_path / "cut") == pytest.approx(full.train_losses, abs=1e-6)
+    # the same ops on the same inputs in the same order: the same bits (tests/test_train_resume.py kills
+    # a run with SIGKILL and resumes it in another process)
+    assert resumed.train_losses == full.train_losses[2:]
+    assert train_losses(tmp_path / "cut") == full.train_losses
     a = hypernet_state(tmp_path / "full" / "checkpoints" / "step-000004")
     b = hypernet_state(tmp_path / "cut" / "checkpoints" / "step-000004")
     assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
-    assert resumed.best_val == pytest.approx(full.best_val, abs=1e-6)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best_val == full.best_val
 
 
 def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(base, tasks, tmp_path, monkeypatch):
@@ -384,4 +385,4 @@ def test_anchor_keeps_a_continuation_near_its_start_and_resumes_exactly(base, tm
     with pytest.raises(Stop):
         train_sft(anchored_cfg, tmp_path / "cut", base=base, tasks=tasks, quiet=True, on_step=interrupt)
     resumed = train_sft(anchored_cfg, tmp_path / "cut", base=base, tasks=tasks, quiet=True, resume=True)
-    assert resumed.train_losses == pytest.approx(full.train_losses[2:], abs=1e-6)
+    assert resumed.train_losses == full.train_losses[2:]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import STOP_FILE
+from .._rng import rng_state, set_rng_state
 from ..base import BaseModel, load_base
 from ..errors import CheckpointError, ConfigError, T2LError
 from .config import TrainConfig, _TaskConfig
@@ -238,8 +239,8 @@ class Trainer:
         return self.finish()
 
     def resume(self) -> None:
-        """Restore weights, optimizer, scheduler, data order and best-so-far from the latest checkpoint
-        (if any), and drop the metrics logged after it (they are replayed)."""
+        """Restore weights, optimizer, scheduler, data order, RNG states and best-so-far from the latest
+        checkpoint (if any), and drop the metrics logged after it (they are replayed)."""
         ck = self.run.load_checkpoint()
         if ck is not None:
             st = ck["state"]
@@ -251,6 +252,10 @@ class Trainer:
             if len(ranks) != n:
                 raise CheckpointError(f"checkpoint {ck['path']} was written by {len(ranks)} process(es) but this run "
                                       f"has {n}; resume with the same number of processes")
+            # each process draws its own dropout masks and noise, so it gets its own RNG states back (a
+            # checkpoint written before they were kept per process has the main process's only)
+            rngs = ck["rng"]
+            set_rng_state(*rngs[self.accelerator.process_index if len(rngs) == n else 0])
             self.job.load_state_dict(ranks[self.accelerator.process_index])
             self.result.step, self.result.best_val, self.result.best_step = st["step"], st["best_val"], st["best_step"]
             self.since_best = st["since_best"]
@@ -314,16 +319,18 @@ class Trainer:
         return self.patience > 0 and self.since_best >= self.patience
 
     def checkpoint(self, step: int) -> None:
-        """Write a resumable checkpoint: weights, optimizer, scheduler, every process's data order."""
-        ranks = [self.job.state_dict()]  # every process draws its own data: keep each one's sampler state
+        """Write a resumable checkpoint: weights, optimizer, scheduler, every process's data order and RNG states."""
+        # every process draws its own data and its own random numbers: keep each one's sampler and RNG states
+        ranks, rngs = [self.job.state_dict()], [rng_state()]
         if self.accelerator.num_processes > 1:
             from accelerate.utils import gather_object
 
-            ranks = gather_object(ranks)
+            ranks, rngs = gather_object(ranks), gather_object(rngs)
         state = {"scheduler": self.scheduler.state_dict(), "job": ranks[0], "job_ranks": ranks,
                  "best_val": self.result.best_val, "best_step": self.result.best_step, "since_best": self.since_best}
         config = self.job.checkpoint_config() if hasattr(self.job, "checkpoint_config") else None
-        self.run.save_checkpoint(step, self.job.trainable_state(), self.optimizer.state_dict(), state, config=config)
+        self.run.save_checkpoint(step, self.job.trainable_state(), self.optimizer.state_dict(), state, config=config,
+                                 rng=rngs)
 
     def finish(self) -> LoopResult:
         """Keep the last weights as the artifact when nothing was validated; plot; close the run."""

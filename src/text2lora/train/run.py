@@ -7,7 +7,7 @@ Layout of ``runs/<name>/``::
     tb/                          TensorBoard logs (only when ``tensorboard`` is installed)
     checkpoints/step-000100/     resumable state: model.safetensors, optimizer.safetensors +
                                  optimizer.json, state.json (step, scheduler, sampler, RNG, best)
-                                 and rng.safetensors
+                                 and rng.safetensors (samplers and RNGs: one state per process)
     best/                        the best checkpoint by validation loss, in its usable format
     plots/*.png                  loss curves (only when ``matplotlib`` is installed)
 
@@ -23,6 +23,8 @@ import errno
 import io
 import shutil
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,8 @@ import torch
 from torch import Tensor
 
 from .._io import atomic_dir, atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
-from .._rng import rng_state, set_rng_state
-from ..errors import CheckpointError, ConfigError, OutputExistsError
+from .._rng import RngState, rank_states_from_files, rank_states_to_files, rng_state
+from ..errors import CheckpointError, ConfigError, OutputExistsError, T2LWarning
 from .config import TrainConfig, config_to_yaml, load_config, recipe_of
 
 __all__ = ["RunDir", "optimizer_state_to_files", "optimizer_state_from_files",
@@ -74,22 +76,43 @@ def optimizer_state_from_files(tensors: dict[str, Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": groups}
 
 
-def _metric_rows(path: Path) -> list[list[str]]:
-    """The header and the complete rows of a metrics.csv. A torn last line (the run was killed while
-    appending it: no line end) and any row that does not parse are dropped."""
+@dataclass
+class _MetricsFile:
+    """What a metrics.csv holds: its complete rows (header excluded), the complete lines that are not a
+    row, and an unterminated last line."""
+
+    rows: list[list[str]]
+    bad: list[tuple[int, str]]
+    """``(line number, text)`` of each line that does not parse as a row (torn by a killed write)."""
+    tail: tuple[int, str] | None
+    """``(line number, text)`` of a last line with no line end: being written now, or torn by a kill."""
+
+    def describe(self, lines: list[tuple[int, str]]) -> str:
+        shown = ", ".join(f"{n} ({text[:40]!r})" for n, text in lines[:5])
+        return f"line{'s' if len(lines) > 1 else ''} {shown}{' ...' if len(lines) > 5 else ''}"
+
+
+def _read_metrics_file(path: Path) -> _MetricsFile:
     if not path.is_file():
-        return [list(_METRIC_FIELDS)]
+        return _MetricsFile([], [], None)
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    rows = []
-    for r in csv.reader(io.StringIO(text[: text.rfind("\n") + 1])):
+        lines = f.read().split("\n")
+    last = lines.pop()  # what follows the last line end: "" unless the last line is unterminated
+    tail = (len(lines) + 1, last) if last else None
+    rows, bad = [], []
+    for n, line in enumerate(lines, 1):
         try:
-            if len(r) == len(_METRIC_FIELDS):
-                int(r[0]), float(r[3])
-                rows.append(r)
-        except ValueError:
+            fields = next(csv.reader([line]), [])
+            if n == 1 and fields == _METRIC_FIELDS:
+                continue
+            if len(fields) != len(_METRIC_FIELDS):
+                raise ValueError
+            int(fields[0]), float(fields[3])
+        except (ValueError, csv.Error):
+            bad.append((n, line.rstrip("\r\n")))
             continue
-    return [list(_METRIC_FIELDS)] + rows
+        rows.append(fields)
+    return _MetricsFile(rows, bad, tail)
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -157,7 +180,7 @@ class RunDir:
             return True
         if any(path.glob("checkpoints/step-*/state.json")) or any(path.glob("tasks/*/checkpoints/step-*/state.json")):
             return True
-        return any(_metric_rows(p)[1:] for p in [path / "metrics.csv", *path.glob("tasks/*/metrics.csv")])
+        return any(_read_metrics_file(p).rows for p in [path / "metrics.csv", *path.glob("tasks/*/metrics.csv")])
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -165,12 +188,17 @@ class RunDir:
         return self.path / "metrics.csv"
 
     def log(self, step: int, split: str, values: dict[str, float]) -> None:
-        """Append values for ``step`` to metrics.csv (and TensorBoard when available)."""
+        """Append values for ``step`` to metrics.csv (and TensorBoard when available). After a line torn
+        by a killed write, the new rows start on a line of their own (the torn one is reported when read)."""
         if not self.main:
             return
         new = not self.metrics_path.exists()
         now = round(time.time(), 3)
+        with open(self.metrics_path, "a+b") as f:
+            last = (f.seek(-1, io.SEEK_END), f.read(1))[1] if f.tell() > 0 else b"\n"
         with open(self.metrics_path, "a", newline="", encoding="utf-8") as f:
+            if last != b"\n":  # a kill tore the last line: end it, so the new rows stay whole
+                f.write("\n" if last == b"\r" else "\r\n")
             w = csv.writer(f)
             if new:
                 w.writerow(_METRIC_FIELDS)
@@ -182,19 +210,29 @@ class RunDir:
                 tb.add_scalar(f"{split}/{k}", float(v), step)
 
     def read_metrics(self, split: str | None = None, metric: str | None = None) -> list[tuple[int, str, str, float]]:
-        """Rows ``(step, split, metric, value)`` of metrics.csv, filtered."""
-        rows = [(int(r[0]), r[1], r[2], float(r[3])) for r in _metric_rows(self.metrics_path)[1:]]
+        """Rows ``(step, split, metric, value)`` of metrics.csv, filtered. A line that is not a row (torn by
+        a killed write) is skipped with a warning naming it; an unterminated last line is skipped quietly
+        (the run may be writing it)."""
+        found = _read_metrics_file(self.metrics_path)
+        if found.bad:
+            warnings.warn(f"{self.metrics_path}: skipped {found.describe(found.bad)}, not a complete metrics row (torn "
+                          "by an interrupted write?); resuming the run with --resume rewrites the file without it",
+                          T2LWarning, stacklevel=2)
+        rows = [(int(r[0]), r[1], r[2], float(r[3])) for r in found.rows]
         return [r for r in rows if (split is None or r[1] == split) and (metric is None or r[2] == metric)]
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop rows logged after ``step`` (they are replayed when a run resumes from ``step``), and a torn last
-        line left by a kill mid-write."""
+        """Drop rows logged after ``step`` (they are replayed when a run resumes from ``step``), and lines torn
+        by a kill mid-write, saying which."""
         if not self.main or not self.metrics_path.exists():
             return
-        rows = _metric_rows(self.metrics_path)
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+        found = _read_metrics_file(self.metrics_path)
+        torn = found.bad + ([found.tail] if found.tail else [])
+        if torn:
+            warnings.warn(f"{self.metrics_path}: dropped {found.describe(torn)}, torn by an interrupted write, while "
+                          f"resuming from step {step}", T2LWarning, stacklevel=2)
         buf = io.StringIO()
-        csv.writer(buf).writerows(kept)
+        csv.writer(buf).writerows([_METRIC_FIELDS] + [r for r in found.rows if int(r[0]) <= step])
         atomic_write_text(self.metrics_path, buf.getvalue())
 
     def _tensorboard(self):
@@ -271,14 +309,16 @@ class RunDir:
         return cks[-1] if cks else None
 
     def save_checkpoint(self, step: int, model_state: dict[str, Tensor], optimizer_state: dict[str, Any],
-                        state: dict[str, Any], config: dict[str, Any] | None = None) -> Path | None:
+                        state: dict[str, Any], config: dict[str, Any] | None = None,
+                        rng: list[RngState] | None = None) -> Path | None:
         """Write ``checkpoints/step-N`` atomically, then prune old ones. Returns its path.
 
         ``state`` (JSON-ready) should hold the scheduler, sampler and anything else to resume.
         ``config``, when given, is written as ``config.json`` beside ``model.safetensors``, which
         makes the checkpoint a loadable generator directory (``t2l watch`` evaluates those).
-        A failed write (e.g. disk full) raises :class:`CheckpointError` and leaves the previous
-        checkpoint untouched.
+        ``rng``: every process's :func:`~text2lora._rng.rng_state`, in process order (default: this
+        process's alone). A failed write (e.g. disk full) raises :class:`CheckpointError` and leaves
+        the previous checkpoint untouched.
         """
         if not self.main:
             return None
@@ -286,7 +326,7 @@ class RunDir:
 
         path = self.checkpoint_root / f"step-{step:06d}"
         opt_tensors, opt_meta = optimizer_state_to_files(optimizer_state)
-        rng_tensors, rng_meta = rng_state()
+        rng_tensors, rng_meta = rank_states_to_files(rng if rng is not None else [rng_state()])
         try:
             with atomic_dir(path, force=True) as tmp:
                 save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
@@ -307,8 +347,9 @@ class RunDir:
         return path
 
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any] | None:
-        """Load a checkpoint (default: the latest). Returns ``{"model", "optimizer", "state"}`` and
-        restores the RNG states, or ``None`` when there is none."""
+        """Load a checkpoint (default: the latest): ``{"model", "optimizer", "state", "rng", "path"}``, or
+        ``None`` when there is none. ``rng`` holds every process's RNG states, in process order
+        (:func:`~text2lora._rng.set_rng_state` restores one)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -321,11 +362,11 @@ class RunDir:
                                              read_json(path / "optimizer.json"))
             rng = load_file(str(path / "rng.safetensors"))
             state = read_json(path / "state.json")
-        except (SafetensorError, OSError, KeyError) as e:
+            rngs = rank_states_from_files(rng, state.pop("rng"))
+        except (SafetensorError, OSError, KeyError, ValueError, IndexError) as e:
             raise CheckpointError(f"checkpoint {path} is unreadable ({e}); delete it to resume from the one "
                                   "before") from None
-        set_rng_state(rng, state.pop("rng"))
-        return {"model": model, "optimizer": opt, "state": state, "path": path}
+        return {"model": model, "optimizer": opt, "state": state, "rng": rngs, "path": path}
 
     @property
     def best_path(self) -> Path:
