@@ -11,6 +11,7 @@ Files live in ``text2lora/resources/descriptions/``:
   "descriptions": [...], "heldout": [...]}`` (training and held-out descriptions).
 - ``worked*.jsonl``: the same, one line per kind of generated word problem (``{"task": "shopping", ...}``).
 - ``programs*.jsonl``: the same, one line per kind of generated programming task (``{"task": "list_filter", ...}``).
+- ``reasoning*.jsonl``: the same, one line per reasoning-gym generator (``{"task": "gcd", ...}``).
 - ``evals*.jsonl``: the same, one line per task of OpenAI's evals registry, named as the task without its
   ``evals/`` prefix (``{"task": "afrikaans-lexicon", ...}``, ``{"task": "music-theory/triads-samples", ...}``).
 """
@@ -28,7 +29,7 @@ from ..encoders import check_descriptions
 from ..errors import ConfigError, DataError
 
 __all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
-           "worked_descriptions", "programs_descriptions", "evals_descriptions",
+           "worked_descriptions", "programs_descriptions", "evals_descriptions", "reasoning_descriptions",
            "load_description_jsonl", "load_description_sets",
            "alignment_set", "random_strings", "ALIGNMENT_KINDS"]
 
@@ -150,6 +151,11 @@ def programs_descriptions(folder: str | Path | None = None) -> dict[str, dict[st
 def evals_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """Training and held-out descriptions of the evals registry's tasks (every ``evals*.jsonl`` of ``folder``)."""
     return _merged(Path(folder or DESCRIPTIONS_DIR), "evals*.jsonl")
+
+
+def reasoning_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """Training and held-out descriptions of the reasoning-gym tasks (every ``reasoning*.jsonl``)."""
+    return _merged(Path(folder or DESCRIPTIONS_DIR), "reasoning*.jsonl")
 
 
 def bigbench_descriptions(folder: str | Path | None = None) -> dict[str, list[str]]:
