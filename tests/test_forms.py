@@ -26,10 +26,11 @@ CASES = [
      ["forty-two", "42 apples", "The answer is 42", "", "1,00", "3/4", "4 2", "1.2.3"]),
     ("python_function", {"name": "add"}, ["def add(a, b):\n    return a + b\n",
                                           "```python\ndef add(a, b):\n    return a + b\n```\nThis adds them.",
-                                          "import math\n\nasync def add(x):\n    return x"],
+                                          "import math\n\nasync def add(x):\n    return x",
+                                          "Sure:\n```python\ndef add(a, b):\n    return a + b\n"],
      ["def plus(a, b):\n    return a + b", "def add(a, b)\n    return a + b", "add = lambda a, b: a + b",
       "class C:\n    def add(self):\n        pass", "The function add returns a + b.", "",
-      "def helper():\n    def add():\n        pass"]),
+      "def helper():\n    def add():\n        pass", "```python\ndef add(a, b):\n    return (a +"]),
     ("label", {"labels": ["positive", "negative", "neutral"]}, ["positive", "Negative.", " NEUTRAL ", "'positive'"],
      ["ambivalent", "The sentiment is positive", "positive or negative", "", "pos"]),
 ]

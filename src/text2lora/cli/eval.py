@@ -22,7 +22,8 @@ def _run_flags(p: argparse.ArgumentParser, show: bool = True) -> None:
 
     p.add_argument("--benchmarks", "-b", default=None,
                    help=h("comma list: benchmark names (arc_challenge, ..., mbpp), 'all', bigbench/<task>, "
-                          "sni/<task>, or a task file .jsonl/.yaml[#task] (default: all ten)"))
+                          "sni/<task>, a task file .jsonl/.yaml[#task], or the bare-input suite: instruct, "
+                          "instruct/<task>, instruct:SUITE.yaml (default: all ten)"))
     p.add_argument("--conditions", "-c", default=None,
                    help=h("comma list of conditions [LABEL=]KIND[:PATH] (default: base,icl,description)"))
     p.add_argument("--base", default="smollm2-135m-instruct", help=h("base model (default: smollm2-135m-instruct)"))
@@ -35,7 +36,7 @@ def _run_flags(p: argparse.ArgumentParser, show: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=8, help=h("examples per forward pass (default 8)"))
     p.add_argument("--gen-batch-size", type=int, default=32, help=h("prompts per generation batch (default 32)"))
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help=h("generation budget (default: GSM8K 256, code 384, exact match 64)"))
+                   help=h("generation budget (default: GSM8K 256, code 384, exact match 64, bare-input suite 64)"))
     _mc_metric_flag(p, show)
     p.add_argument("--mc-protocol", default="loglik", choices=["loglik", "labels"],
                    help=h("multiple choice: loglik scores each choice by log-likelihood (default); labels is the "
@@ -87,8 +88,10 @@ def register(subparsers) -> None:
                     "Per-example results are appended to OUT/results.jsonl, so an interrupted run resumes "
                     "(run it again with the same arguments). Reports: OUT/results.{json,md,csv,png}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=conditions_help + "\n\nexample:\n  t2l eval run --benchmarks all --conditions base,icl,description "
-               "--limit 200 --out runs/eval/baselines")
+        epilog=conditions_help + "\n\nexamples:\n  t2l eval run --benchmarks all --conditions base,icl,description "
+               "--limit 200 --out runs/eval/baselines\n  t2l eval run -b instruct -c base,description,"
+               "description-system,t2l,t2l-description,MT=adapter:DIR --out runs/eval/instruct   "
+               "# the bare-input suite")
     _run_flags(r)
     r.set_defaults(func=_run)
 
@@ -226,8 +229,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..eval.conditions import parse_condition
     from ..eval.report import markdown_table, write_reports
-    from ..data import resolve_tasks
-    from ..eval.runner import EvalConfig, run_eval
+    from ..eval.runner import EvalConfig, resolve_eval_tasks, run_eval
 
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = EvalConfig(benchmarks=_csv(args.benchmarks or "all"),
@@ -237,13 +239,16 @@ def _run(args: argparse.Namespace) -> int:
                      shared_context=not args.no_shared_context, mc_metric=args.mc_metric,
                      mc_protocol=args.mc_protocol, code_timeout=args.code_timeout, quiet=args.quiet)
     conds = [parse_condition(c) for c in cfg.conditions]  # bad input fails before the model loads
-    tasks = resolve_tasks(cfg.benchmarks)
+    tasks = resolve_eval_tasks(cfg.benchmarks)
     base = _load_base(args.base, args.device)
     records = run_eval(cfg, base, tasks)
     summary = write_reports(records, out, cfg.mc_metric, [c.label for c in conds], asdict(cfg))
     print(markdown_table(summary), end="")
+    if summary["instruct"]:
+        print("\n" + summary["instruct"], end="")
     print(f"\nwrote {out}/results.json, results.md, results.csv" + (", results.png" if summary["png"] else
-                                                                   " (install matplotlib for results.png)"))
+                                                                   " (install matplotlib for results.png)")
+          + (", instruct.md, instruct.json" if summary["instruct"] else ""))
     return 0
 
 
@@ -282,6 +287,8 @@ def _report(args: argparse.Namespace) -> int:
     order = [parse_condition(c).label for c in config.get("conditions", [])] if config else None
     summary = write_reports(records, args.out, args.mc_metric, order, config)
     print(markdown_table(summary), end="")
+    if summary["instruct"]:
+        print("\n" + summary["instruct"], end="")
     return 0
 
 

@@ -15,7 +15,7 @@ A form is named (``FORMS``) and takes parameters (a mapping; which keys each for
 Forms: ``one_word``, ``max_words`` (``n``), ``all_caps``, ``json_key`` (``key``), ``bullets``
 (``n``), ``number``, ``python_function`` (``name``; the code is parsed with :mod:`ast`, never run),
 ``label`` (``labels``). A JSON answer is the whole answer, optionally in one fenced block; a Python
-answer is its first fenced block, else the whole answer. :func:`normalize` / :func:`matches` are the normalised exact match of a
+answer is its first fenced block (to its end when the fence is never closed), else the whole answer. :func:`normalize` / :func:`matches` are the normalised exact match of a
 short answer against its gold answers.
 
 Parameters are checked by :func:`check_params` (a :class:`~text2lora.errors.DataError` naming the
@@ -43,7 +43,7 @@ _END_PUNCT = ".!?;:,"
 _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 _BULLET_RE = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+(\S.*)$")
 _FENCE_RE = re.compile(r"^```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)\n?```$", re.S)
-_FIRST_FENCE_RE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.S)
+_FIRST_FENCE_RE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)(?:```|$)", re.S)
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

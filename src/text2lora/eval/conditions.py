@@ -2,20 +2,23 @@
 
 A condition is written ``[LABEL=]KIND[:PATH]``:
 
-=====================  ===============================================================================
-``base``               the base model, zero-shot prompt
-``icl``                the base model, 3 solved training examples as earlier chat turns (``--shots``)
-``description``        the base model, the task's held-out description before the example
-``adapter:DIR``        any PEFT LoRA directory (oracle LoRA, multi-task LoRA, adapters from elsewhere)
-``oracle:LIBRARY``     a library of per-task adapters (``LIBRARY/<task>/``, as ``t2l train lora`` writes):
-                       each task under its own adapter
-``t2l[:CKPT]``          a generator (default: the shipped one), adapters from the task's held-out
-                       (aligned) descriptions
-``t2l-train:CKPT``     ... from the task's training descriptions
-``t2l-other:CKPT``     ... from other tasks' descriptions (alignment study)
-``t2l-random:CKPT``    ... from random strings (alignment study)
-``hyperdecoders:CKPT`` a per-input generator: one adapter per example, from the example's own input
-=====================  ===============================================================================
+==========================  ===============================================================================
+``base``                    the base model, zero-shot prompt
+``icl``                     the base model, 3 solved training examples as earlier chat turns (``--shots``)
+``description``             the base model, the task's held-out description before the example
+``adapter:DIR``             any PEFT LoRA directory (oracle LoRA, multi-task LoRA, adapters from elsewhere)
+``oracle:LIBRARY``          a library of per-task adapters (``LIBRARY/<task>/``, as ``t2l train lora`` writes):
+                            each task under its own adapter
+``t2l[:CKPT]``              a generator (default: the shipped one), adapters from the task's held-out
+                            (aligned) descriptions
+``t2l-train:CKPT``          ... from the task's training descriptions
+``t2l-other:CKPT``          ... from other tasks' descriptions (alignment study)
+``t2l-random:CKPT``         ... from random strings (alignment study)
+``hyperdecoders:CKPT``      a per-input generator: one adapter per example, from the example's own input
+``description-system``      the base model, the task's held-out description as the system message
+``t2l-description``         a generator's adapter *and* its description before the example (``[:CKPT]``)
+``t2l-description-system``  ... with the description as the system message
+==========================  ===============================================================================
 
 Adapter conditions use the zero-shot prompt. Generator conditions give example ``i`` (its index in
 the evaluation split) description ``pool[i % len(pool)]``, so a score averages over the description
@@ -34,13 +37,16 @@ from .._io import file_digest
 from ..adapter import LoRAAdapter
 from ..base import BaseModel
 from ..data import BENCHMARKS, Example, TaskRecord, format_prompt, task_slug
+from ..data.prompts import chat_messages
 from ..data.descriptions import alignment_set, benchmark_descriptions, random_strings
 from ..errors import ConfigError
 
 __all__ = ["CONDITION_KINDS", "Condition", "parse_condition", "weights_fingerprint", "PreparedExample",
            "ConditionResolver"]
 
-#: kind -> (prompt condition of text2lora.data, description set for generator kinds, help)
+#: The prompt with the description as the system message (:func:`system_prompt`; not a condition of text2lora.data).
+_SYSTEM = "description_system"
+#: kind -> (prompt condition of text2lora.data, or _SYSTEM; description set for generator kinds; help)
 CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
     "base": ("zero_shot", None, "base model, zero-shot prompt"),
     "icl": ("icl", None, "base model + 3-shot in-context examples"),
@@ -52,13 +58,18 @@ CONDITION_KINDS: dict[str, tuple[str, str | None, str]] = {
     "t2l-other": ("zero_shot", "other_tasks", "generator, other tasks' descriptions"),
     "t2l-random": ("zero_shot", "random_strings", "generator, random strings"),
     "hyperdecoders": ("zero_shot", "input", "per-input generator: an adapter per example from its input"),
+    "description-system": (_SYSTEM, None, "base model + task description as the system message"),
+    "t2l-description": ("description", "heldout", "generator + the same held-out description in the prompt too"),
+    "t2l-description-system": (_SYSTEM, "heldout", "generator + the same held-out description as the system message"),
 }
-_DEFAULTS_TO_SHIPPED = {"t2l", "t2l-train", "t2l-other", "t2l-random"}
+_DEFAULTS_TO_SHIPPED = {"t2l", "t2l-train", "t2l-other", "t2l-random", "t2l-description", "t2l-description-system"}
 """Generator kinds whose path may be left out: it is then the shipped generator."""
 _NEEDS_PATH = {"adapter", "oracle", "hyperdecoders"} | _DEFAULTS_TO_SHIPPED
 _DEFAULT_LABELS = {"base": "base", "icl": "base + ICL", "description": "base + description", "oracle": "oracle LoRA",
                    "t2l": "T2L", "t2l-train": "T2L (train descriptions)", "t2l-other": "T2L (other tasks)",
-                   "t2l-random": "T2L (random strings)", "hyperdecoders": "Hyperdecoders"}
+                   "t2l-random": "T2L (random strings)", "hyperdecoders": "Hyperdecoders",
+                   "description-system": "base + description (system)", "t2l-description": "T2L + description",
+                   "t2l-description-system": "T2L + description (system)"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,30 @@ def weights_fingerprint(cond: Condition) -> str | None:
     return h.hexdigest()
 
 
+def system_prompt(example: Example, tokenizer, description: str) -> str:
+    """The model input with ``description`` as the system message and the example as the user turn (the
+    ``description-system`` conditions); a :class:`ConfigError` when the chat template has no system role."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the description-system conditions need a tokenizer with a chat template; use the "
+                          "description conditions (the description before the input in the user message)")
+    messages = [{"role": "system", "content": description.strip()}, *chat_messages(example, "zero_shot")]
+    from jinja2 import TemplateError  # what a template's raise_exception raises (Gemma: "System role not supported")
+
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError as e:
+        raise ConfigError(f"the base model's chat template does not take a system message ({e}); use the "
+                          "description conditions (the description before the input in the user message)") from None
+    return text + (example.meta.get("prefill") or "")
+
+
+def _first_description(task: TaskRecord) -> str:
+    pool = task.heldout_descriptions or task.train_descriptions
+    if not pool:
+        raise ConfigError(f"task {task.name} has no description; pick a condition without one for it")
+    return pool[0]
+
+
 @dataclass
 class PreparedExample:
     """The model input of one example in one condition."""
@@ -210,7 +245,13 @@ class ConditionResolver:
         elif dset:
             self.generator(cond.path)
         for i, ex in indexed:
-            prompt = format_prompt(ex, tok, cond.prompt, task=task, k=self.shots, seed=self.seed)
+            # a generator condition that also shows the description shows the one its adapter is made from
+            shown = pool[i % len(pool)] if pool is not None else None
+            if cond.prompt == _SYSTEM:
+                prompt = system_prompt(ex, tok, shown or _first_description(task))
+            else:
+                prompt = format_prompt(ex, tok, cond.prompt, task=task, k=self.shots, seed=self.seed,
+                                       description=shown if cond.prompt == "description" else None)
             if adapter_dir:
                 key: tuple | None = ("dir", adapter_dir)
             elif dset == "input":

@@ -177,13 +177,21 @@ def bar_chart(summary: dict[str, Any], path: str | Path) -> bool:
 
 def write_reports(records: Sequence[dict[str, Any]], out: str | Path, mc_metric: str = "acc_norm",
                   conditions: Sequence[str] | None = None, config: dict | None = None) -> dict[str, Any]:
-    """Write ``results.json``, ``results.md``, ``results.csv`` (and ``results.png`` with matplotlib)."""
+    """Write ``results.json``, ``results.md``, ``results.csv`` (and ``results.png`` with matplotlib); when the
+    bare-input suite was scored, also its table by task kind with paired intervals (``instruct.md``/``.json``)."""
     out = Path(out)
     summary = summarize(records, mc_metric, conditions)
     atomic_write_json(out / "results.json", {"summary": summary, "config": config or {}, "examples": list(records)})
     atomic_write_text(out / "results.md", markdown_table(summary))
     atomic_write_text(out / "results.csv", csv_table(summary))
     summary["png"] = bar_chart(summary, out / "results.png")
+    from .instruct import instruct_markdown, instruct_summary  # the bare-input suite's own table, if it ran
+
+    suite = instruct_summary(records, conditions)
+    summary["instruct"] = instruct_markdown(suite)
+    if suite:
+        atomic_write_json(out / "instruct.json", suite)
+        atomic_write_text(out / "instruct.md", summary["instruct"])
     return summary
 
 

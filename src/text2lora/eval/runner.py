@@ -25,17 +25,18 @@ from .._io import atomic_write_json, read_json, undo_on_failure
 from ..base import BaseModel
 from ..data import BENCHMARKS, TaskRecord, resolve_tasks
 from ..errors import ConfigError, DataError
-from . import labelled, metrics
+from . import instruct, labelled, metrics
 from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition, weights_fingerprint
 from .sandbox import require_sandbox, run_many
 from .scoring import encode_mc, generate, score_choices
 
-__all__ = ["EvalConfig", "select_examples", "run_eval", "load_results", "GEN_TOKENS", "MC_PROTOCOLS"]
+__all__ = ["EvalConfig", "select_examples", "run_eval", "load_results", "resolve_eval_tasks", "GEN_TOKENS",
+           "MC_PROTOCOLS"]
 
 #: New-token budget of a labelled multiple-choice answer (enough for the text of a long choice).
 LABEL_TOKENS = 32
 #: Default new-token budget per metric for generative benchmarks.
-GEN_TOKENS = {"gsm8k": 256, "pass@1": 384, "exact_match": 64}
+GEN_TOKENS = {"gsm8k": 256, "pass@1": 384, "exact_match": 64, "instruct": instruct.TOKENS}
 
 _PINNED = ("base", "seed", "shots", "split", "max_new_tokens", "shared_context", "mc_protocol")
 #: The value a pinned setting had before it existed (a results directory written by an older version).
@@ -49,7 +50,8 @@ class EvalConfig:
     """One evaluation: which tasks, which conditions, how much, where to write."""
 
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
-    """Benchmark names, task names of built collections (``bigbench/...``), or task files."""
+    """Benchmark names, task names of built collections (``bigbench/...``), task files, or the bare-input
+    suite (``instruct``, ``instruct/<task>``, ``instruct:FILE.yaml``; :mod:`text2lora.eval.instruct`)."""
     conditions: list[str] = field(default_factory=lambda: ["base", "icl", "description"])
     """Condition specs ``[LABEL=]KIND[:PATH]`` (see :mod:`text2lora.eval.conditions`)."""
     base: str = "smollm2-135m-instruct"
@@ -119,6 +121,17 @@ def select_examples(task: TaskRecord, split: str, limit: int | None, seed: int) 
     if limit is not None and limit < len(exs):
         idx = sorted(random.Random(f"eval:{seed}:{task.name}:{split}").sample(idx, limit))
     return split, [(i, exs[i]) for i in idx]
+
+
+def resolve_eval_tasks(entries: Sequence[str]) -> list[TaskRecord]:
+    """The task records of evaluation entries: the bare-input suite's entries (:func:`instruct.suite_tasks`),
+    everything else through :func:`text2lora.data.resolve_tasks`; de-duplicated, in order."""
+    out: dict[str, TaskRecord] = {}
+    for entry in entries:
+        suite = instruct.suite_tasks(entry)
+        for rec in suite if suite is not None else resolve_tasks([entry]):
+            out.setdefault(rec.name, rec)
+    return list(out.values())
 
 
 def load_results(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
@@ -212,6 +225,12 @@ def _score_labelled(base, batch: list[PreparedExample], adapters, cfg: EvalConfi
     return recs
 
 
+def _score_instruct(base, batch: list[PreparedExample], adapters, task: TaskRecord, cfg: EvalConfig) -> list[dict]:
+    outs = generate(base, [p.prompt for p in batch], adapters, max_new_tokens=cfg.max_new_tokens or GEN_TOKENS["instruct"],
+                    batch_size=cfg.gen_batch_size)
+    return [instruct.score(o, p.example, task) for p, o in zip(batch, outs)]
+
+
 def _score_gen(base, batch: list[PreparedExample], adapters, metric: str, cfg: EvalConfig) -> list[dict]:
     n_tok = cfg.max_new_tokens or GEN_TOKENS.get(metric, 256)
     outs = generate(base, [p.prompt for p in batch], adapters, max_new_tokens=n_tok, batch_size=cfg.gen_batch_size,
@@ -251,7 +270,7 @@ def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | No
     labels = [c.label for c in conds]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two conditions have the same label ({labels}); name them with LABEL=KIND[:PATH]")
-    tasks = list(tasks) if tasks is not None else resolve_tasks(cfg.benchmarks)
+    tasks = list(tasks) if tasks is not None else resolve_eval_tasks(cfg.benchmarks)
     if cfg.mc_protocol == "labels":
         tasks = [labelled.labelled_task(t) for t in tasks]
     if any(t.metric == "pass@1" for t in tasks):
@@ -287,12 +306,15 @@ def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | No
             prepared.sort(key=lambda p: len(p.prompt))  # similar lengths together: less padding
             by_label = task.is_multiple_choice and cfg.mc_protocol == "labels"
             loglik = task.is_multiple_choice and not by_label
-            metric = "choice_label" if by_label else task.metric
+            suite = instruct.is_instruct(task)
+            metric = "choice_label" if by_label else instruct.PREFIX if suite else task.metric
             chunk = cfg.batch_size * 4 if loglik else cfg.gen_batch_size
             for s in range(0, len(prepared), chunk):
                 batch = prepared[s: s + chunk]
                 adapters = resolver.adapters([p.adapter_key for p in batch])
-                if by_label:
+                if suite:
+                    scored = _score_instruct(base, batch, adapters, task, cfg)
+                elif by_label:
                     scored = _score_labelled(base, batch, adapters, cfg)
                 elif loglik:
                     scored = _score_mc(base, batch, adapters, cfg)
