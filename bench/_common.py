@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
-
-RESULTS = Path(__file__).parent / "results"
 
 # Task descriptions the benchmarks generate adapters from.
 DESCRIPTIONS = [
@@ -49,10 +48,29 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print(" | ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def write_json(name: str, payload: dict[str, Any]) -> Path:
+def add_out_arg(ap: argparse.ArgumentParser, name: str) -> None:
+    """``--out FILE.json``: where a benchmark writes its JSON. By default outside the repository, so a run never
+    replaces the committed numbers in bench/results/ unless asked to."""
+    ap.add_argument("--out", metavar="FILE.json", default=None,
+                    help=f"write the JSON here (default: bench/{name}.json under the text2lora cache, "
+                         f"$TEXT2LORA_CACHE or ~/.cache/text2lora; --out bench/results/{name}.json replaces the "
+                         "committed numbers)")
+
+
+def out_path(name: str, out: str | Path | None = None) -> Path:
+    """The JSON file of benchmark ``name``: ``out`` when given, else ``bench/<name>.json`` in the cache."""
+    if out:
+        return Path(out)
+    from text2lora._io import cache_dir
+
+    return cache_dir("bench") / f"{name}.json"
+
+
+def write_json(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
+    """Write ``payload`` and the machine's facts to :func:`out_path` (atomically) and say where."""
     from text2lora._io import atomic_write_json
 
-    path = RESULTS / f"{name}.json"
+    path = out_path(name, out)
     atomic_write_json(path, {"machine": machine(), **payload})
     print(f"\nwrote {path}")
     return path

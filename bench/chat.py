@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_json  # noqa: E402
+from _common import add_out_arg, print_table, write_json  # noqa: E402
 
 DESCRIPTION = "Answer grade-school math word problems step by step."
 PROMPT = "Tom has 3 boxes with 12 apples each. He gives away 7 apples. How many apples does he have left?"
@@ -30,6 +30,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=128, help="new tokens per run")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for both engines")
+    add_out_arg(ap, "chat")
     args = ap.parse_args()
 
     import torch
@@ -86,7 +87,8 @@ def main() -> int:
                      "seconds": round(dt, 2), "tokens_per_s": round(len(cpp_tokens) / dt, 1),
                      "same_greedy_prefix": same})
     print_table(rows, ["engine", "new_tokens", "seconds", "tokens_per_s", "same_greedy_prefix"])
-    write_json("chat", {"rows": rows, "prompt": PROMPT, "description": DESCRIPTION, "threads": args.threads})
+    write_json("chat", {"rows": rows, "prompt": PROMPT, "description": DESCRIPTION, "threads": args.threads},
+               out=args.out)
     return 0
 
 

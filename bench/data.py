@@ -3,7 +3,8 @@
     python bench/data.py                 # build benchmarks + bigbench, then time loading
     python bench/data.py --no-build      # only time loading the collections already in the cache
 
-Prints a table and writes bench/results/data.json. Loading is timed in fresh subprocesses (cold
+Prints a table and writes its JSON to --out (default: bench/data.json in the text2lora cache, so the committed
+bench/results/data.json changes only when --out names it). Loading is timed in fresh subprocesses (cold
 Python, warm OS file cache): "load" is `load_collection` (task metadata; examples decode lazily per
 task), "load+decode" also touches every split of every task.
 """
@@ -18,6 +19,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import add_out_arg, out_path  # noqa: E402
 
 _LOAD = """
 import time, json
@@ -43,7 +47,7 @@ def main() -> int:
     ap.add_argument("--no-build", action="store_true", help="skip building; time loading only")
     ap.add_argument("--collections", nargs="+", default=["benchmarks", "bigbench"])
     ap.add_argument("--repeats", type=int, default=3, help="load timings per collection (best is kept)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "data.json"))
+    add_out_arg(ap, "data")
     args = ap.parse_args()
 
     from text2lora.data import build_collection
@@ -66,7 +70,7 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:<12} {r['tasks']:>6} {r['examples']:>9} {r.get('build_s', float('nan')):>8.1f} "
               f"{r['load_s']:>8.4f} {r['load_decode_s']:>14.3f} {r['cache_mb']:>9.1f}")
-    out = Path(args.out)
+    out = out_path("data", args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_json  # noqa: E402
+from _common import add_out_arg, print_table, write_json  # noqa: E402
 
 
 def _random_adapter(spec, seed: int):
@@ -42,6 +42,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapters", type=int, default=16, help="different adapters (= examples, one each)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
+    add_out_arg(ap, "eval")
     args = ap.parse_args()
 
     import statistics
@@ -155,7 +156,8 @@ def main() -> int:
                         "max_abs_diff_vs_full": diff_full,
                         "icl": {"mean_context_tokens": icl_ctx, "shared_prefix_tokens": prefix,
                                 "seconds_prefix_once": t_prefix, "seconds_no_prefix": t_noprefix,
-                                "speedup_prompt_prefix": t_noprefix / t_prefix, "max_abs_diff": diff_prefix}})
+                                "speedup_prompt_prefix": t_noprefix / t_prefix, "max_abs_diff": diff_prefix}},
+               out=args.out)
     return 0
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DESCRIPTIONS, median_time, print_table, write_json  # noqa: E402
+from _common import DESCRIPTIONS, add_out_arg, median_time, print_table, write_json  # noqa: E402
 
 
 def main() -> int:
@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--cold", type=int, default=3, help="process starts for the cold median")
     ap.add_argument("--configs", default="shipped,M/512,M/128,S/512,L/512",
                     help="generator configs: 'shipped' and/or HEAD/HEAD_IN entries")
+    add_out_arg(ap, "generate")
     args = ap.parse_args()
 
     import torch
@@ -75,7 +76,8 @@ def main() -> int:
             print(rows[-1], file=sys.stderr)
     cols = ["config", "params", "warm_ms", "encoder_ms", "hypernet_ms", "adapters_per_s", "cold_cli_s"]
     print_table(rows, cols)
-    write_json("generate", {"rows": rows, "targets": {"warm_ms": 30, "adapters_per_s": 150, "cold_cli_s": 6}})
+    write_json("generate", {"rows": rows, "targets": {"warm_ms": 30, "adapters_per_s": 150, "cold_cli_s": 6}},
+               out=args.out)
     return 0
 
 

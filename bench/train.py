@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DESCRIPTIONS, print_table, write_json  # noqa: E402
+from _common import DESCRIPTIONS, add_out_arg, print_table, write_json  # noqa: E402
 
 
 def main() -> int:
@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per arm")
     ap.add_argument("--seq", type=int, default=128, help="tokens per row (8 rows)")
     ap.add_argument("--recon-steps", type=int, default=20, help="reconstruction steps timed")
+    add_out_arg(ap, "train")
     args = ap.parse_args()
 
     import torch
@@ -150,7 +151,8 @@ def main() -> int:
     write_json("train", {"base": base.spec.name, "device": str(dev), "dtype": str(base.dtype), "seq": args.seq,
                          "rows": n, "repeat": args.repeat, "sft_step_s": t_t2l, "peft_step_s": t_peft,
                          "sft_step_times": t2l_times, "peft_step_times": peft_times,
-                         "ratio": ratio, "target_ratio": 1.15, "recon_steps_per_s": recon_sps})
+                         "ratio": ratio, "target_ratio": 1.15, "recon_steps_per_s": recon_sps},
+               out=args.out)
     return 0
 
 

@@ -10,6 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# Progress bars only on a terminal: into a log (CI, `bash scripts/setup.sh > setup.log 2>&1`) they would print
+# every redraw as raw text.
+if [ ! -t 2 ]; then
+  export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
+fi
 PIN=(-c constraints.txt)
 PINNED_PY=$(sed -n 's/^# Python \([0-9]*\.[0-9]*\).*/\1/p' constraints.txt)
 THIS_PY=$($PY -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -55,5 +60,6 @@ if ! $PY -c "import llama_cpp" 2>/dev/null; then
   fi
 fi
 # Build the dequantized cache of the default base once (about 30 s), so later loads take under a second.
+echo "preparing the default base model in the cache (once, about 30 s)" >&2
 $PY -c "import text2lora as t; t.load_base()" >/dev/null
 echo "text2lora is installed: try  t2l --help"

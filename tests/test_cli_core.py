@@ -56,7 +56,21 @@ def test_generate_one_and_many(tmp_path, tiny_ckpt, capsys):
 def test_info_and_init_output(tiny_ckpt, capsys):
     assert main(["info", str(tiny_ckpt)]) == 0
     out = capsys.readouterr().out
-    assert "head size:   M" in out and "output heads" in out and "total" in out
+    assert "head size:   M, input width 32" in out and "output heads" in out and "total" in out
+    # the checkpoint's head_in (32) is not t2l init's default (512): said, with the ratio of output-head weights
+    assert "note:        head_in 32, not the 512 of a fresh `t2l init`: 16x fewer output-head weights" in out
+
+    def heads(text):
+        return int(next(ln for ln in text.splitlines() if ln.strip().startswith("output heads")).split()[-1]
+                   .replace(",", ""))
+
+    base = str(tiny_ckpt.parent / "tiny-llama")
+    assert main(["info", "--base", base, "--head-size", "M", "--head-in", "32"]) == 0
+    fresh32 = capsys.readouterr().out
+    assert "head M, in 32" in fresh32 and "a 32-wide input" in fresh32 and heads(fresh32) == heads(out)
+    assert main(["info", "--base", base, "--head-size", "M"]) == 0
+    fresh = capsys.readouterr().out
+    assert "head M, in 512" in fresh and heads(fresh) == 16 * heads(out)
 
 
 @pytest.mark.parametrize("argv, message", [

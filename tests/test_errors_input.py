@@ -128,12 +128,12 @@ def test_force_replaces_only_what_t2l_wrote(ckpt, tmp_path, capsys, monkeypatch)
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
     _one_line_error(*_cli(capsys, "generate", "--model", str(ckpt), "x y", "--out", str(mine), "--force"),
-                    "not something text2lora wrote")
+                    "did not write", "thesis.tex")
     assert (mine / "thesis.tex").read_text() == "years of work"
     # nor the current directory
     monkeypatch.chdir(mine)
     _one_line_error(*_cli(capsys, "generate", "--model", str(ckpt), "x y", "--out", ".", "--force"),
-                    "not something text2lora wrote")
+                    "did not write", "thesis.tex")
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
     # an empty directory is fine
     empty = tmp_path / "empty"

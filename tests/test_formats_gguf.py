@@ -180,7 +180,12 @@ def test_existing_output_is_kept_unless_forced(tmp_path):
     with pytest.raises(OutputExistsError, match="already exists"):
         random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf)
     assert out.read_bytes() == b"user data"
-    random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf, force=True)
+    with pytest.raises(OutputExistsError, match="did not write"):  # force replaces only a GGUF text2lora wrote
+        random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf, force=True)
+    assert out.read_bytes() == b"user data"
+    out.unlink()
+    random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf)
+    random_adapter(base.spec, seed=1).save(out, format="gguf", base_gguf=base_gguf, force=True)
     assert read_adapter_gguf(out)[0]["general.type"] == "adapter"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     with pytest.raises(AdapterError, match="unknown adapter format 'onnx'"):

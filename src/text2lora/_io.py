@@ -17,9 +17,10 @@ from typing import Any, Callable, Iterator
 
 from .errors import OutputExistsError
 
-__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "STOP_FILE",
-           "written_by_t2l", "check_replaceable", "undo_on_failure", "remove_stale_temporaries",
-           "refuse_pickled_weights", "file_digest"]
+__all__ = ["cache_dir", "atomic_write_text", "atomic_write_json", "atomic_dir", "read_json", "read_text", "STOP_FILE",
+           "lone_surrogate",
+           "written_by_t2l", "check_replaceable", "foreign_entries", "MANIFEST", "GGUF_PROVENANCE_KEY",
+           "undo_on_failure", "remove_stale_temporaries", "refuse_pickled_weights", "file_digest"]
 
 #: A file that, once it exists in a training run's directory, stops training after the current step (with a
 #: checkpoint). Training polls it; ``t2l watch --patience`` writes it.
@@ -114,70 +115,220 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text`` (how Python keeps bytes that were not UTF-8, e.g. in a command-line
+    argument, or a broken ``\\ud800`` escape in JSON), or ``None``: no tokenizer, file or terminal takes one."""
+    return next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+
+
+def read_text(path: str | os.PathLike, what: str = "") -> str:
+    """Read a UTF-8 text file; bytes that are not UTF-8 raise a :class:`~text2lora.errors.T2LError` naming the
+    file, the line and the byte, and how to fix it (``what`` names the file's role, e.g. ``--file``)."""
+    from .errors import T2LError
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise T2LError(f"{(what + ' ') if what else ''}{path} is not UTF-8 text: line {line} has bytes that are not "
+                       f"UTF-8 (0x{data[e.start]:02x} at byte {e.start}: {e.reason}); save the file as UTF-8 (e.g. "
+                       "iconv -f latin1 -t utf-8), or remove those bytes") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a syntax error names the file and position."""
+    """Read a JSON file; a syntax error or bytes that are not UTF-8 name the file and position."""
     from .errors import T2LError
 
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise T2LError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
                        "fix or delete the file") from None
 
 
-def written_by_t2l(path: str | os.PathLike) -> bool:
-    """True for what text2lora writes and ``--force`` may replace: an adapter directory (``text2lora.json``),
-    a generator checkpoint (``config.json`` with ``format_version`` and ``hyper`` + ``model.safetensors``),
-    a directory of several adapters (``index.json`` beside them), or an adapter GGUF file."""
-    path = Path(path)
-    if path.is_file():
-        with contextlib.suppress(OSError), open(path, "rb") as f:
-            return path.suffix == ".gguf" and f.read(4) == b"GGUF"
+#: The file in which every directory text2lora writes (:func:`atomic_dir`) lists what it wrote there: each
+#: file's path, relative to the directory, and its SHA-256. ``--force`` replaces a directory only while
+#: everything in it is listed there and unchanged.
+MANIFEST = ".text2lora-files.json"
+
+#: The metadata key of the provenance text2lora writes into a GGUF adapter file (:mod:`text2lora.formats.gguf`).
+GGUF_PROVENANCE_KEY = "text2lora.meta"
+
+def _is_t2l_gguf(path: Path) -> bool:
+    """A GGUF adapter file text2lora wrote: the GGUF magic and text2lora's provenance key in its metadata."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return False
+        from gguf import GGUFReader
+
+        return GGUF_PROVENANCE_KEY in GGUFReader(str(path)).fields
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not one of ours
         return False
-    if not path.is_dir():
+
+
+def _is_t2l_card(path: Path) -> bool:
+    """A model card (README.md) text2lora wrote (:mod:`text2lora.hub`): front matter tagged ``text-to-lora``."""
+    if path.name != "README.md":
         return False
-    if (path / "text2lora.json").is_file() and (path / "adapter_config.json").is_file():
-        return True
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        with contextlib.suppress(OSError, ValueError):
-            cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-            return isinstance(cfg, dict) and "format_version" in cfg and "hyper" in cfg
-        return False
-    if (path / "index.json").is_file():
-        return all(p.name == "index.json" or written_by_t2l(p) for p in path.iterdir())
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        head = path.read_text(encoding="utf-8")[:2000]
+        front = head.split("---", 2)
+        return head.startswith("---") and len(front) == 3 and "\n- text-to-lora\n" in front[1]
     return False
 
 
-def check_replaceable(path: str | os.PathLike) -> None:
-    """Raise :class:`OutputExistsError` unless ``path`` is missing, an empty directory or something text2lora
-    wrote (:func:`written_by_t2l`): ``--force`` never deletes a user's other files."""
+def _read_manifest(folder: Path) -> dict[str, str] | None:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = data.get("files") if isinstance(data, dict) else None
+        if isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            return files
+    return None
+
+
+def _write_manifest(folder: Path) -> None:
+    """List every file under ``folder`` (its path and SHA-256) in ``folder/MANIFEST``."""
+    files = {}
+    for rel, full in _walk(folder):
+        if rel != MANIFEST and full.is_file() and not full.is_symlink():
+            files[rel] = file_digest(full)
+    atomic_write_json(folder / MANIFEST, {"written_by": "text2lora", "files": dict(sorted(files.items()))})
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path, path) of every file, symbolic link and empty directory under ``folder``, links not
+    followed."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(root)
+        for name in sorted(files) + sorted(d for d in dirs if (here / d).is_symlink()):
+            yield (here / name).relative_to(folder).as_posix(), here / name
+        if here != folder and not dirs and not files:
+            yield here.relative_to(folder).as_posix() + "/", here
+
+
+def _json_keys(path: Path) -> set[str]:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return set(data) if isinstance(data, dict) else set()
+    return set()
+
+
+_CHECKPOINT = {"model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json"}
+
+
+def _legacy_names(folder: Path) -> set[str] | None:
+    """For a directory without a manifest, written by an earlier text2lora, the names it wrote there (an adapter,
+    a generator or training checkpoint, a task collection, a dequantized base, a directory of several adapters);
+    ``None`` when it is none of these. Each kind is recognised by a marker file with text2lora's content."""
+    if (folder / "text2lora.json").is_file() and (folder / "adapter_config.json").is_file():
+        return {"adapter_config.json", "adapter_model.safetensors", "text2lora.json"}
+    if {"format_version", "hyper"} <= _json_keys(folder / "config.json"):
+        return {"config.json"} | _CHECKPOINT
+    if "step" in _json_keys(folder / "state.json"):
+        return set(_CHECKPOINT)
+    if {"format_version", "collection"} <= _json_keys(folder / "manifest.json"):
+        return {"examples.bin", "tasks.json", "decontaminated.txt", "manifest.json"}
+    if (folder / "text2lora_cache.txt").is_file():
+        return {"text2lora_cache.txt"}
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        return {"index.json"} | {str(row["dir"]) for row in index if set(row) == {"dir", "description"}}
+    return None
+
+
+def foreign_entries(path: str | os.PathLike, expected: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """What ``--force`` must not replace at ``path``: the files (relative paths) that text2lora did not write
+    there or that changed since it did, directories it did not make, and symbolic links; ``[]`` when ``path``
+    may be replaced (it is missing, an empty directory, or only text2lora's).
+
+    A directory lists what text2lora wrote in its :data:`MANIFEST`; GGUF adapters and model cards that
+    text2lora wrote beside that are recognised by their content. A directory written before manifests existed
+    is recognised by its marker files and may hold only the names text2lora wrote then (or ``expected``, the
+    files about to replace them). A single file may be replaced only if it is a GGUF adapter text2lora wrote."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    if path.is_symlink():
+        return [path.name]
+    if not path.exists():
+        return []
+    if not path.is_dir():
+        return [] if _is_t2l_gguf(path) else [path.name]
+    listed = _read_manifest(path)
+    legacy = _legacy_names(path) if listed is None else None
+    ours: set[str] = set()
+    foreign: list[str] = []
+    subdirs: dict[str, bool] = {}  # a legacy directory of several adapters: sub-directory -> all text2lora's
+    for rel, full in _walk(path):
+        top = rel.split("/", 1)[0]
+        if full.is_symlink():
+            foreign.append(rel)
+        elif rel.endswith("/"):
+            continue  # an empty directory: decided below, once every file is known
+        elif listed is not None and rel in listed:
+            if file_digest(full) == listed[rel]:
+                ours.add(rel)
+            else:
+                foreign.append(f"{rel} (changed since text2lora wrote it)")
+        elif listed is not None and rel == MANIFEST or _is_t2l_gguf(full) or _is_t2l_card(full):
+            ours.add(rel)
+        elif legacy is not None and (rel in legacy or rel in expected):
+            ours.add(rel)
+        elif legacy is not None and top in legacy and (path / top).is_dir():
+            if top not in subdirs:
+                subdirs[top] = not foreign_entries(path / top)
+            (ours.add if subdirs[top] else foreign.append)(rel)
+        else:
+            foreign.append(rel)
+    parents = {p.as_posix() + "/" for rel in ours for p in Path(rel).parents}
+    foreign += [rel for rel, _ in _walk(path) if rel.endswith("/") and rel not in parents]
+    return sorted(set(foreign))
+
+
+def written_by_t2l(path: str | os.PathLike) -> bool:
+    """True when ``path`` is something text2lora wrote and nothing else is in it (:func:`foreign_entries`):
+    what ``--force`` may replace."""
+    path = Path(path)
+    return (path.exists() or path.is_symlink()) and not foreign_entries(path)
+
+
+def check_replaceable(path: str | os.PathLike, expected: set[str] | frozenset[str] = frozenset()) -> None:
+    """Raise :class:`OutputExistsError` naming what is in the way unless ``path`` is missing, an empty directory
+    or holds only what text2lora wrote (:func:`foreign_entries`): ``--force`` never deletes or overwrites a
+    user's file."""
+    path = Path(path)
+    foreign = foreign_entries(path, expected)
+    if not foreign:
         return
-    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        return
-    if not written_by_t2l(path) or path.is_symlink():
-        raise OutputExistsError(f"{path} exists and is not something text2lora wrote (an adapter or generator "
-                                "directory), so --force will not replace it; choose another --out, or remove it "
-                                "yourself")
+    if path.is_symlink():
+        raise OutputExistsError(f"{path} is a symbolic link, so --force will not replace it; choose another --out, "
+                                "or remove the link yourself")
+    if not path.is_dir():
+        raise OutputExistsError(f"{path} is a file that text2lora did not write (not a GGUF adapter it made), so "
+                                "--force will not overwrite it; choose another --out, or move the file yourself")
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    raise OutputExistsError(f"{path} holds what text2lora did not write: {shown}; --force replaces only "
+                            "text2lora's own files and never deletes yours: move those out, or choose another --out")
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Build a directory in a temporary sibling and move it to ``path`` on success.
 
-    Yields the temporary directory to write into. If the block raises, the
-    temporary directory is removed and ``path`` is untouched. If ``path`` exists,
-    :class:`OutputExistsError` is raised unless ``force`` is true, in which case
-    the old directory is replaced only after the new one is complete.
+    Yields the temporary directory to write into. If the block raises, the temporary directory is removed and
+    ``path`` is untouched. On success the directory gets its :data:`MANIFEST` (what text2lora wrote there). If
+    ``path`` exists, :class:`OutputExistsError` is raised unless ``force`` is true, in which case the old
+    directory is replaced, once the new one is complete, only if it holds nothing but what text2lora wrote
+    (:func:`foreign_entries`); otherwise the error names what is in the way and nothing is deleted.
     """
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"output path {path} already exists; choose another path or pass --force "
                                 "to overwrite it")
     if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"output path {path} exists and is not a directory; remove it first")
+        raise OutputExistsError(f"output path {path} exists and is not a directory; choose another path")
     path = Path(os.path.abspath(path))  # "." and "dir/" have a name to build a sibling from
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,10 +339,12 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
                                 "another output path") from None
     try:
         yield tmp
+        _write_manifest(tmp)
         for p in tmp.rglob("*"):  # what writers made 0600 (safetensors does), as the umask would have it
             if not p.is_symlink():
                 _as_if_created(p, directory=p.is_dir())
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            check_replaceable(path, expected={rel for rel, _ in _walk(tmp)})
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             old.rmdir()
             os.replace(path, old)

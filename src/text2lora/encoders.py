@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import re
 import string
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from ._io import lone_surrogate
 from .errors import ConfigError, ModelLoadError, T2LWarning
 
 __all__ = ["DEFAULT_ENCODER", "EncoderSpec", "Encoder", "SentenceTransformerEncoder", "BaseLMEncoder",
@@ -102,6 +104,10 @@ def check_descriptions(texts: Sequence[str] | str, max_chars: int | None = None)
         if not isinstance(t, str) or not t.strip():
             raise ConfigError(f"{which} is empty; describe the task in words, e.g. "
                               "'Answer grade-school math word problems step by step.'")
+        bad = lone_surrogate(t)
+        if bad is not None:
+            raise ConfigError(f"{which} holds a lone surrogate (\\u{ord(bad):04x}), which is not text (bytes that "
+                              "were not UTF-8, or a broken escape); pass the description as UTF-8 text")
         if max_chars is not None and len(t) > max_chars:
             raise ConfigError(f"{which} has {len(t)} characters; the limit is {max_chars}")
     return texts
@@ -109,10 +115,23 @@ def check_descriptions(texts: Sequence[str] | str, max_chars: int | None = None)
 
 UNREADABLE_SHARE = 0.5
 """A description is unreadable when more than this share of its tokens are unknown to the encoder, or (for an
-English-only encoder) of its letters and symbols are not ASCII letters."""
+English-only encoder) of its letters and symbols are not ASCII letters, or of its plain words are not whole words
+of the encoder's vocabulary (:func:`unreadable_reasons`)."""
 
 # names of sentence-transformers models trained on many languages (the default all-MiniLM-L6-v2 is English)
 _MULTILINGUAL_HINTS = ("multilingual", "labse", "xlm", "-m3", "multi-qa-mpnet")
+
+
+#: Fewest plain words a description needs before the vocabulary check judges its language.
+MIN_WORDS = 3
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def plain_words(text: str) -> list[str]:
+    """The words of ``text`` that say which language it is in: runs of letters, at least three long, without a
+    capital after the first letter (acronyms and product names such as SQL or PostgreSQL are left out)."""
+    return [w for w in _WORD.findall(text) if len(w) >= 3 and not any(c.isupper() for c in w[1:])]
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -128,19 +147,30 @@ def _not_english_share(text: str) -> float:
 
 
 def unreadable_reasons(encoder: "Encoder", texts: Sequence[str]) -> list[str | None]:
-    """For each description, why ``encoder`` cannot read it, or ``None``: most of its tokens are unknown to
-    the encoder's vocabulary (emoji for the default BERT vocabulary all become ``[UNK]``, so "🙂🚀🔥" and
-    "🐱🐶" give the same adapter), or most of its letters are not English for an English-only encoder."""
-    shares = encoder.unknown_shares(list(texts)) if hasattr(encoder, "unknown_shares") else [0.0] * len(texts)
+    """For each description, why ``encoder`` cannot read it, or ``None``. Three checks, each over half of the
+    description (:data:`UNREADABLE_SHARE`): its tokens unknown to the encoder's vocabulary (emoji for the default
+    BERT vocabulary all become ``[UNK]``, so "🙂🚀🔥" and "🐱🐶" give the same adapter); for an English-only
+    encoder (the default), its letters not ASCII (other scripts), or, with at least :data:`MIN_WORDS` plain
+    words, its plain words absent from the vocabulary as whole words, which is how French, Spanish, German and
+    other languages written in Latin letters show (English descriptions, jargon included, stay well below:
+    the shipped training descriptions in English reach at most half)."""
+    texts = list(texts)
+    shares = encoder.unknown_shares(texts) if hasattr(encoder, "unknown_shares") else [0.0] * len(texts)
     english = getattr(encoder, "english_only", False)
+    misses = (encoder.words_outside_vocabulary(texts) if english and hasattr(encoder, "words_outside_vocabulary")
+              else [(0, 0)] * len(texts))
     name = encoder.spec.name or encoder.spec.kind
     out: list[str | None] = []
-    for text, unknown in zip(texts, shares):
+    for text, unknown, (missing, words) in zip(texts, shares, misses):
         if unknown > UNREADABLE_SHARE:
             out.append(f"description {_short(text)!r}: {unknown:.0%} of its tokens are unknown to the encoder "
                        f"{name}, so its adapter says little about it")
         elif english and _not_english_share(text) > UNREADABLE_SHARE:
             out.append(f"description {_short(text)!r} is mostly not English, and the encoder {name} reads only "
+                       "English, so its adapter says little about it")
+        elif words >= MIN_WORDS and missing / words > UNREADABLE_SHARE:
+            out.append(f"description {_short(text)!r} looks mostly not English ({missing} of its {words} words are "
+                       f"not words of the encoder {name}'s English vocabulary), and that encoder reads only "
                        "English, so its adapter says little about it")
         else:
             out.append(None)
@@ -291,14 +321,25 @@ class SentenceTransformerEncoder:
         self.english_only = not any(h in name.lower() for h in _MULTILINGUAL_HINTS)
         self._warned = False
 
+    def _token_ids(self, texts: list[str]) -> tuple[list[list[int]], int | None]:
+        """Each text's token ids (no special tokens) and the unknown token's id."""
+        if isinstance(self.model, _PlainSTModel):
+            return self.model.token_ids(texts)
+        tok = self.model.tokenizer
+        return tok(texts, add_special_tokens=False)["input_ids"], tok.unk_token_id
+
     def unknown_shares(self, texts: list[str]) -> list[float]:
         """Share of each text's tokens (special tokens aside) that the encoder's vocabulary does not know."""
-        if isinstance(self.model, _PlainSTModel):
-            rows, unk = self.model.token_ids(texts)
-        else:
-            tok = self.model.tokenizer
-            rows, unk = tok(texts, add_special_tokens=False)["input_ids"], tok.unk_token_id
+        rows, unk = self._token_ids(texts)
         return [sum(i == unk for i in r) / len(r) if r and unk is not None else 0.0 for r in rows]
+
+    def words_outside_vocabulary(self, texts: list[str]) -> list[tuple[int, int]]:
+        """For each text, (how many of its plain words the vocabulary holds only in pieces, how many plain words
+        it has); see :func:`plain_words`."""
+        words = [plain_words(t) for t in texts]
+        flat = [w for ws in words for w in ws]
+        pieces = iter([len(r) for r in self._token_ids(flat)[0]] if flat else [])
+        return [(sum(next(pieces) > 1 for _ in ws), len(ws)) for ws in words]
 
     def _warn_if_truncated(self, texts: list[str]) -> None:
         if self._warned:

@@ -71,6 +71,25 @@ def _plain_warnings(show):
     return showwarning
 
 
+def _check_text(argv: list[str]) -> None:
+    """Refuse, in one line, an argument holding bytes that are not UTF-8 (the shell passes them through;
+    Python keeps them as lone surrogates, which no tokenizer, JSON file or terminal can take)."""
+    from .._io import lone_surrogate
+
+    for i, arg in enumerate(argv):
+        bad = lone_surrogate(arg)
+        if bad is None:
+            continue
+        if "\udc80" <= bad <= "\udcff":  # a byte the shell passed that is not UTF-8
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            raise T2LError(f"argument {i + 1} (\"{shown}\") holds bytes that are not UTF-8 text; pass it in UTF-8 (set "
+                           "the terminal or the script to UTF-8, e.g. LANG=C.UTF-8, or convert the text with iconv; "
+                           "rename a file whose name is not UTF-8)")
+        shown = arg.encode("utf-8", "backslashreplace").decode()
+        raise T2LError(f"argument {i + 1} (\"{shown}\") holds a lone surrogate, which is not text; pass the text "
+                       "itself")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``t2l``; returns the process exit code."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -78,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     verbose = False
     try:  # everything, imports included: Ctrl-C during start-up is one line too
+        _check_text(sys.argv[1:] if argv is None else argv)
         parser = build_parser()
         args = parser.parse_args(argv)
         verbose = args.verbose
@@ -99,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             traceback.print_exc()
         print(f"t2l: error: {e}", file=sys.stderr)
+        return 2
+    except UnicodeError as e:
+        # text that is not UTF-8 where text2lora reads text (a file a library reads without a name to give)
+        if verbose:
+            traceback.print_exc()
+        print(f"t2l: error: some input is not UTF-8 text ({e}); save files as UTF-8 and pass text in UTF-8 "
+              "(-v shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if argv is None and threading.current_thread() is threading.main_thread():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Iterable, Iterator, TextIO
 
-from .._io import check_replaceable
+from .._io import check_replaceable, lone_surrogate, read_json, read_text
 from ..errors import ConfigError
 
 
@@ -19,17 +21,25 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
                         "generator)")
 
 
+FORCE_HELP = ("replace --out if it exists and holds only what text2lora wrote there (an earlier output); a "
+              "directory with any other file, or a file text2lora did not write, is refused and left as it is")
+
+
 def _add_output_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--out", required=True, help=f"output {what} directory")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
 
 
 def add_format_args(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("peft", "gguf")) -> None:
     """--format / --base-gguf, shared by generate and export (the first format is the default)."""
+    what = {"peft": "peft: a PEFT adapter directory at --out",
+            "gguf": "gguf: one llama.cpp/Ollama LoRA adapter file at --out"}
+    if "peft" in formats:
+        what["gguf"] += (" instead of the PEFT directory (to keep both, write the directory, then "
+                         "`t2l export DIR --out FILE.gguf`)")
     p.add_argument("--format", choices=list(formats), default=formats[0],
-                   help="peft: a PEFT adapter directory; gguf: one llama.cpp/Ollama adapter file "
-                        f"(default: {formats[0]})")
+                   help="; ".join(what[f] for f in formats) + f" (default: {formats[0]})")
     p.add_argument("--base-gguf", metavar="FILE", default=None,
                    help="with --format gguf: the base model's GGUF file (default: the embedded base's, or the "
                         ".gguf the base was loaded from)")
@@ -46,7 +56,7 @@ def _read_descriptions(args: argparse.Namespace) -> list[str]:
         path = Path(args.file)
         if not path.is_file():
             raise ConfigError(f"--file {path} does not exist")
-        descs += [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        descs += [ln.strip() for ln in read_text(path, "--file").splitlines() if ln.strip()]
     if not descs:
         raise ConfigError("no description given; pass one or more descriptions, e.g. "
                           "t2l generate \"Answer math word problems step by step.\" --out my_lora")
@@ -102,28 +112,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    from ..generator import TextToLoRA
+def _shipped_hyper() -> dict:
+    """The shipped generator's hypernetwork settings (its config.json, read without loading it)."""
+    from ..generator import DEFAULT_GENERATOR_DIR
 
+    return read_json(DEFAULT_GENERATOR_DIR / "config.json")["hyper"]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..generator import DEFAULT_GENERATOR_DIR, TextToLoRA
+    from ..hypernet import HyperConfig
+
+    default_in = HyperConfig().head_in
+    head_in = args.head_in or default_in
     if args.base:
         from ..base import load_base
         from ..encoders import EncoderSpec
-        from ..hypernet import HyperConfig
 
         base = load_base(args.base, target_modules=_modules(args.target_modules))
         sizes = [args.head_size] if args.head_size else ["L", "M", "S"]
         rows = []
         for h in sizes:
-            gen = TextToLoRA(base.spec, EncoderSpec(), HyperConfig(head_size=h, rank=args.rank,
-                                                                   head_in=args.head_in))
+            gen = TextToLoRA(base.spec, EncoderSpec(), HyperConfig(head_size=h, rank=args.rank, head_in=head_in))
             rows.append((h, gen.param_counts()))
         print(f"base: {base.spec.name} ({base.spec.model_type}, {base.spec.num_layers} layers)")
         for m in base.spec.modules:
             print(f"  {m.name}: {m.in_features} -> {m.out_features}")
+        shipped = _shipped_hyper()
+        print(f"fresh generators (t2l init) whose output heads read a {head_in}-wide input (--head-in {head_in}); "
+              f"the output heads' size grows with it. The shipped generator is {shipped['head_size']} with head_in "
+              f"{shipped['head_in']} (t2l info shows it).")
         parts = list(rows[0][1])
-        print(f"{'part':<26}" + "".join(f"{'head ' + h:>14}" for h, _ in rows))
+        print(f"{'part':<26}" + "".join(f"{f'head {h}, in {head_in}':>18}" for h, _ in rows))
         for part in parts:
-            print(f"{part:<26}" + "".join(f"{c[part]:>14,}" for _, c in rows))
+            print(f"{part:<26}" + "".join(f"{c[part]:>18,}" for _, c in rows))
         return 0
     gen = TextToLoRA.from_pretrained(args.checkpoint)
     spec, h = gen.base_spec, gen.hyper_config
@@ -132,8 +154,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     for m in spec.modules:
         print(f"  {m.name}: {m.in_features} -> {m.out_features}")
     print(f"encoder:     {gen.encoder_spec.kind} {gen.encoder_spec.name} ({gen.encoder_spec.dim}-d)")
-    print(f"head size:   {h.head_size}   rank: {h.rank}   alpha: {h.alpha}   scaling: {h.alpha / h.rank:g}")
+    print(f"head size:   {h.head_size}, input width {h.head_in}   rank: {h.rank}   alpha: {h.alpha}   "
+          f"scaling: {h.alpha / h.rank:g}")
     print(f"latent:      d={h.latent_dim} head_in={h.head_in} zscore={h.zscore}")
+    if h.head_in != default_in:
+        why = (" (chosen for the shipped generator: batched generation stays fast on a CPU)"
+               if Path(gen.source or "").resolve() == DEFAULT_GENERATOR_DIR.resolve() else "")
+        ratio = (f"{default_in / h.head_in:g}x fewer" if h.head_in < default_in
+                 else f"{h.head_in / default_in:g}x more")
+        print(f"note:        head_in {h.head_in}, not the {default_in} of a fresh `t2l init`: {ratio} output-head "
+              f"weights than a fresh {h.head_size} head{why}; `t2l info --base {spec.name} --head-in {h.head_in}` "
+              "counts heads of that width")
     print("parameters:")
     for part, n in gen.param_counts().items():
         print(f"  {part:<26}{n:>12,}")
@@ -191,6 +222,45 @@ def check_engine_args(args: argparse.Namespace) -> None:
         raise ConfigError("--base-gguf is the llama.cpp engine's base file; add --engine llama.cpp or drop it")
 
 
+def waiting(pieces: Iterable[str], out: TextIO | None = None, every: float = 0.25) -> Iterator[str]:
+    """Yield ``pieces``; until the first one comes, show on ``out`` (default: stderr), when it is a terminal,
+    that the model is working and for how long, then erase that line. Elsewhere (a log, a pipe) print nothing."""
+    out = sys.stderr if out is None else out
+    if not out.isatty():
+        yield from pieces
+        return
+    first = threading.Event()
+    shown = threading.Event()
+
+    def show() -> None:
+        t0 = time.monotonic()
+        frames = "|/-\\"
+        i = 0
+        while not first.wait(every):
+            out.write(f"\r{frames[i % 4]} waiting for the model... {time.monotonic() - t0:.0f} s")
+            out.flush()
+            shown.set()
+            i += 1
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        if not first.is_set():
+            first.set()
+            thread.join()
+            if shown.is_set():
+                out.write("\r\033[K")  # erase the line before the reply goes on the same terminal
+                out.flush()
+
+    try:
+        for piece in pieces:
+            stop()
+            yield piece
+    finally:
+        stop()
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..base import load_base
     from ..chat import stream_chat
@@ -215,7 +285,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     def reply(msg: str) -> None:
         history.append({"role": "user", "content": msg})
         parts = []
-        for piece in stream(history, adapter, max_new_tokens=args.max_new_tokens, temperature=args.temperature):
+        pieces = stream(history, adapter, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+        for piece in waiting(pieces):
             parts.append(piece)
             print(piece, end="", flush=True)
         print()
@@ -224,13 +295,24 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.message:
         reply(args.message)
         return 0
-    print("Type a message; /describe TEXT sets a new task description; /reset clears history; /quit exits.",
-          file=sys.stderr)
+    # stdout carries the replies only; the prompt and the help go to the terminal (stderr), and only when a
+    # person types (stdin a terminal), so `t2l chat < questions.txt > answers.txt` gives the answers alone
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type a message; /describe TEXT sets a new task description; /reset clears history; /quit exits.",
+              file=sys.stderr)
     while True:
         try:
-            line = input("> ").strip()
+            if interactive:
+                print("> ", end="", file=sys.stderr, flush=True)
+            line = input().strip()
         except EOFError:
             return 0
+        except UnicodeDecodeError:
+            line = "\udcff"  # refused just below, as a line the locale decoded with surrogates is
+        if lone_surrogate(line):
+            print("t2l: that line is not UTF-8 text; type it again (or save the input as UTF-8)", file=sys.stderr)
+            continue
         if not line:
             continue
         if line in ("/quit", "/exit"):
@@ -258,8 +340,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arg(p)
     p.add_argument("--file", help="read descriptions from a text file, one per line")
     p.add_argument("--allow-unknown", action="store_true",
-                   help="generate even for a description the encoder cannot read (mostly unknown tokens such as "
-                        "emoji, or not English for the English-only default encoder); it is refused otherwise")
+                   help="generate even for a description the encoder cannot read; refused otherwise are those "
+                        "with mostly unknown tokens (emoji) and, for an English-only encoder such as the default, "
+                        "those mostly in another script, or with most of their words (3 or more, of 3+ letters) "
+                        "outside the encoder's English vocabulary, as French, Spanish or German descriptions are")
     _add_output_args(p, "adapter")
     add_format_args(p)
     p.set_defaults(func=cmd_generate)
@@ -271,7 +355,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", help="show counts of fresh generators for this base model instead")
     p.add_argument("--head-size", choices=["L", "M", "S"], help="with --base: only this head size")
     p.add_argument("--rank", type=int, default=8, help="with --base: LoRA rank (default 8)")
-    p.add_argument("--head-in", type=int, default=512, help="with --base: width of the heads' input")
+    p.add_argument("--head-in", type=int, default=None,
+                   help="with --base: width of the output heads' input (default: t2l init's; `t2l info` shows the "
+                        "shipped generator's)")
     p.add_argument("--target-modules", default="q_proj,v_proj", help="with --base: modules to adapt")
     p.set_defaults(func=cmd_info)
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._io import check_replaceable
 from ..errors import ConfigError
 
 
@@ -15,6 +16,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ConfigError(f"output path {out} already exists; choose another --out or pass --force")
+    if args.force:
+        check_replaceable(out)  # a GGUF adapter text2lora wrote, nothing else
     adapter = LoRAAdapter.load(args.adapter)
     path = adapter.save(out, force=args.force, format=args.format, base_gguf=args.base_gguf)
     if not args.quiet:
@@ -36,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(lora_path=) and Ollama (ADAPTER) load on top of the base model's GGUF.")
     p.add_argument("adapter", metavar="ADAPTER_DIR", help="PEFT adapter directory")
     p.add_argument("--out", required=True, help="output .gguf file")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out if it is a GGUF adapter text2lora wrote (any other file is refused)")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     add_format_args(p, formats=("gguf",))
     p.set_defaults(func=cmd_export)

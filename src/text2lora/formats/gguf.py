@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._io import atomic_file
+from .._io import GGUF_PROVENANCE_KEY, atomic_file, check_replaceable
 from ..errors import AdapterError, ModelLoadError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ __all__ = ["GGUFBase", "read_base", "find_base_gguf", "gguf_tensors", "save_gguf
 
 PERMUTED_QK_ARCHS = frozenset({"llama"})
 """GGUF architectures whose q/k projection rows llama.cpp's converter reorders (interleaved rotary)."""
-
-_META_KEY = "text2lora.meta"
 
 
 @dataclass(frozen=True)
@@ -224,7 +222,8 @@ def save_gguf(adapter: "LoRAAdapter", path: str | Path, base_gguf: str | Path | 
         path: output ``.gguf`` file.
         base_gguf: the base model's GGUF file; default: the embedded base's file, or the ``.gguf``
             the adapter's base was loaded from.
-        force: overwrite ``path`` if it exists (only after the new file is complete).
+        force: overwrite ``path`` if it exists and is a GGUF adapter text2lora wrote (only after the new file is
+            complete); any other file is refused, never overwritten.
     """
     import gguf
 
@@ -236,6 +235,7 @@ def save_gguf(adapter: "LoRAAdapter", path: str | Path, base_gguf: str | Path | 
     if path.exists() and not force:
         raise OutputExistsError(f"output path {path} already exists; choose another path or pass --force "
                                 "to overwrite it")
+    check_replaceable(path)
     base = read_base(base_gguf if base_gguf is not None else find_base_gguf(adapter.base))
     tensors = gguf_tensors(adapter, base)
     with atomic_file(path) as tmp:
@@ -247,7 +247,7 @@ def save_gguf(adapter: "LoRAAdapter", path: str | Path, base_gguf: str | Path | 
         writer.add_name("text2lora adapter")
         if adapter.description:
             writer.add_description(str(adapter.description))
-        writer.add_string(_META_KEY, _provenance(adapter))
+        writer.add_string(GGUF_PROVENANCE_KEY, _provenance(adapter))
         for name, t in tensors.items():
             writer.add_tensor(name, t)
         writer.write_header_to_file()
