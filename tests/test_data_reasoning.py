@@ -259,8 +259,9 @@ def test_descriptions_are_complete_readable_and_held_out_ones_never_train():
         assert len(sets["train"]) >= 10 and len(sets["heldout"]) >= 3, task
         check_descriptions(sets["train"] + sets["heldout"])
         assert not set(sets["heldout"]) & train_all, task
-    for gen in (*REASONING_RESERVED, "boxnet", "graph_color", "propositional_logic", "rubiks_cube", "rush_hour"):
-        assert gen not in descs  # reserved or without an answer: never a task, never described
+    for gen in (*REASONING_RESERVED, *R.EXCLUDED, "boxnet", "graph_color", "propositional_logic", "rubiks_cube",
+                "rush_hour"):
+        assert gen not in descs  # reserved, excluded or without an answer: never a task, never described
     for f in sorted(DESCRIPTIONS_DIR.glob("reasoning*.jsonl")):
         load_description_sets(f)  # each file on its own is valid
 
@@ -296,7 +297,8 @@ def test_real_build_drops_exactly_the_reserved_and_answerless_generators():
     kept, dropped = R.build_reasoning(reasoning_descriptions(), max_examples=40, min_examples=10)
     no_answer = {"boxnet", "graph_color", "propositional_logic", "rubiks_cube", "rush_hour"}
     assert dropped == {**{f"reasoning/{g}": R.NO_ANSWER for g in no_answer},
-                       **{f"reasoning/{g}": RESERVED_REASON for g in REASONING_RESERVED}}
-    assert len(kept) == 105 - len(no_answer) - len(REASONING_RESERVED)
+                       **{f"reasoning/{g}": RESERVED_REASON for g in REASONING_RESERVED},
+                       **{f"reasoning/{g}": why for g, why in R.EXCLUDED.items()}}
+    assert len(kept) == 105 - len(no_answer) - len(REASONING_RESERVED) - len(R.EXCLUDED)
     assert all(r.train_descriptions and r.heldout_descriptions for r in kept)
     assert all(record_to_dict(r)["info"]["category"] for r in kept)

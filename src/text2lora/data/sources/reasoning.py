@@ -8,8 +8,9 @@ the project's environment, and the generators run in a subprocess (``PYTHONHASHS
 iterate over sets) that writes JSON; see ``_reasoning_worker.py``.
 
 Dropped, with the reason in the manifest: the generators without a reference answer (reasoning-gym
-scores them with a verifier only), the reserved ones (:mod:`text2lora.data.reserved`), a generator that
-fails, or one with fewer than ``min_examples`` distinct questions or ``min_descriptions`` descriptions.
+scores them with a verifier only), the reserved ones (:mod:`text2lora.data.reserved`), ``gsm_symbolic``
+(:data:`EXCLUDED`: GSM8K's test questions with new numbers), a generator that fails, or one with fewer than
+``min_examples`` distinct questions or ``min_descriptions`` descriptions.
 
 The question of a reasoning-gym example states its own task and answer form. Where every question of a
 generator opens and/or closes with the same text (:func:`split_instruction`), that text is the task's
@@ -36,8 +37,8 @@ from ..records import Example, TaskRecord
 from ..reserved import REASON as RESERVED_REASON, is_reserved
 from .bigbench import split_examples
 
-__all__ = ["EXAMPLES_PER_TASK", "MIN_EXAMPLES", "HELDOUT_TASKS", "task_seed", "split_instruction",
-           "tasks_from_rows", "build_reasoning"]
+__all__ = ["EXAMPLES_PER_TASK", "MIN_EXAMPLES", "HELDOUT_TASKS", "EXCLUDED", "NO_ANSWER", "task_seed",
+           "split_instruction", "tasks_from_rows", "run_worker", "generate", "build_reasoning"]
 
 #: Examples generated per task (before duplicate questions are removed).
 EXAMPLES_PER_TASK = 300
@@ -53,6 +54,12 @@ HELDOUT_TASKS: tuple[str, ...] = tuple(f"reasoning/{g}" for g in (
     "simple_equations", "largest_island", "knights_knaves"))
 
 NO_ANSWER = "no reference answer (reasoning-gym scores it with a verifier only)"
+
+#: Generators that are never tasks, with the reason (beside the reserved ones of :mod:`text2lora.data.reserved`).
+EXCLUDED = {
+    "gsm_symbolic": ("its templates are GSM8K test questions with new names and numbers (GSM-Symbolic, Mirzadeh et "
+                     "al. 2024): the gsm8k benchmark's evaluation items"),
+}
 
 
 def task_seed(generator: str, seed: int = 0) -> int:
@@ -256,6 +263,9 @@ def build_reasoning(descriptions: dict[str, dict[str, list[str]]], *, quiet: boo
     if reserved:
         raise DataError(f"reserved for evaluation, never a training task: {', '.join(reserved)}; remove them from "
                         "the list")
+    excluded = [f"{n} ({EXCLUDED[n]})" for n in wanted or () if n in EXCLUDED]
+    if excluded:
+        raise DataError(f"never a training task: {'; '.join(excluded)}; remove it from the list")
     path = ensure_installed("reasoning_gym", quiet=quiet)
     listing = run_worker(path, {"mode": "list"})
     version = INSTALLS["reasoning_gym"].version
@@ -268,6 +278,7 @@ def build_reasoning(descriptions: dict[str, dict[str, list[str]]], *, quiet: boo
         raise DataError(f"not a reasoning-gym generator: {', '.join(unknown)}; known: {', '.join(names)}")
     names = names if wanted is None else wanted
     dropped = {f"reasoning/{n}": RESERVED_REASON for n in names if is_reserved(f"reasoning/{n}")}
+    dropped.update({f"reasoning/{n}": EXCLUDED[n] for n in names if n in EXCLUDED})
     size = EXAMPLES_PER_TASK if max_examples is None else max_examples
     generated = generate(path, [n for n in names if f"reasoning/{n}" not in dropped], seed=seed, size=size,
                          quiet=quiet)
