@@ -11,23 +11,30 @@ depend on training, but answer length does, and the shipped generator's adapters
 answer in a token or two (it learned short answers), which would measure prefill, not decoding.
 ``--generator shipped`` uses the shipped one.
 
-``--adversarial`` measures instead what long prompts do to a short request (results in
-``bench/results/serve_adversarial.json``): the latency of a short chat request alone, sent just before
+``--adversarial`` measures instead what long prompts and hostile clients do to a short request: the
+latency of a short chat request alone, sent just before
 ``--long`` prompts of ``--long-tokens`` tokens (the same batching window), just after them, and while
 they already run; with the server's length-bucketed batching and with it turned off (every request in
 one padded batch), with batches run in slices and without (static batches: a batch runs its prompts
 and all its new tokens in one turn, as the server did before); and beside prompts over
-``--max-prompt-tokens``, which are refused.
+``--max-prompt-tokens``, which are refused. Then the hostile rows (``--hostile-only`` runs only these): the
+median of ``--repeat`` short requests (and of ``/health``) alone, beside a slowloris (``--slowloris``
+connections that send a request line and one header and never finish, held by a child process, so that
+``--nofile`` lowers the open-file limit of the server's process only), and beside ``--big-clients``
+clients that post 1 MB prompts in a loop.
 The batching window is 400 ms unless ``--batch-wait-ms`` is given, so that requests sent 100 ms apart share
 one window even on a loaded machine (each request then waits up to that long for company).
+The JSON goes where ``--out`` says, by default into the text2lora cache (never over tracked files).
 Usage: python bench/serve.py [--rounds 3] [--max-tokens 32] [--misses 8]
        python bench/serve.py --adversarial [--long 2] [--long-tokens 1024] [--threads 1]
+       python bench/serve.py --adversarial --hostile-only --nofile 1024 --slowloris 1100 --big-clients 4
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -35,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_json  # noqa: E402
+from _common import add_out_arg, print_table, write_json  # noqa: E402
 
 TASKS = [
     "Answer grade-school math word problems step by step.", "Translate English sentences into French.",
@@ -90,6 +97,132 @@ def _long_prompt(tokenizer, n_tokens: int) -> str:
     return tokenizer.decode(ids)
 
 
+SLOWLORIS = r"""
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks, failed = [], 0
+for _ in range(n):
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    except OSError:
+        failed += 1
+print(len(socks), failed, flush=True)
+sys.stdin.readline()
+closed = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        s.recv(65536)
+        closed += 1
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print(closed, flush=True)
+"""
+"""A child process that opens ``n`` connections, sends each a request line and one header and never the
+rest; prints how many it opened (and how many failed), waits for a line on stdin, then prints how many the
+server has closed."""
+
+
+def _timed(fn, repeat: int) -> tuple[float | str, str]:
+    """Median milliseconds of ``repeat`` calls of ``fn`` (or the first failure's name) and the range."""
+    ms = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a failure under attack is a result
+            return f"failed: {type(e).__name__}", ""
+        ms.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(ms)), f"{round(min(ms))}-{round(max(ms))}"
+
+
+def hostile(args: argparse.Namespace, srv, client, engine) -> list[dict]:
+    """Short-request and /health latency alone, beside a slowloris and beside clients looping 1 MB prompts, with
+    the server's default batching window."""
+    import httpx
+
+    from text2lora.serve.engine import EngineConfig
+
+    engine.batcher.wait_s = EngineConfig().batch_wait_ms / 1000
+
+    host, port = srv.url.rsplit("/", 1)[-1].split(":")
+    health = httpx.Client(timeout=args.hostile_timeout)
+
+    def short() -> None:
+        client.chat.completions.create(model="base", max_tokens=args.short_tokens, temperature=0,
+                                       messages=[{"role": "user", "content": "What is 12 + 7?"}])
+
+    def check_health() -> None:
+        health.get(srv.url + "/health").raise_for_status()
+
+    guard = getattr(srv.config.app.state, "connections", None)
+
+    def measure(name: str, adversary: str) -> dict:
+        s_ms, s_range = _timed(short, args.repeat)
+        h_ms, _ = _timed(check_health, args.repeat)
+        row = {"short request": name, "short ms (median)": s_ms, "short ms (range)": s_range,
+               "/health ms (median)": h_ms, "adversary": adversary}
+        print(row, flush=True)
+        return row
+
+    short()  # warm-up
+    rows = [measure("alone", "")]
+
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    child = subprocess.Popen([sys.executable, "-c", SLOWLORIS, host, port, str(args.slowloris)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
+    opened, failed = child.stdout.readline().split()
+    time.sleep(1.0)
+    before = dict(guard.snapshot()) if guard is not None else None
+    row = measure(f"beside a slowloris ({args.slowloris} connections that never finish their request)", "")
+    child.stdin.write("\n")
+    child.stdin.flush()
+    closed = child.stdout.readline().strip()
+    child.wait(timeout=60)
+    row["adversary"] = (f"{opened} opened ({failed} failed), {closed} closed by the server"
+                        + (f"; cap {before['cap']}, {before['open']} open" if before else ""))
+    rows.append(row)
+
+    big = "x" * 1_000_000
+    stop, answers, lock = threading.Event(), [], threading.Lock()
+
+    def flood() -> None:
+        with httpx.Client(timeout=args.hostile_timeout) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    status = c.post(srv.url + "/v1/completions", json={"model": "base", "prompt": big,
+                                                                       "max_tokens": 1}).status_code
+                except httpx.HTTPError as e:
+                    status = type(e).__name__
+                with lock:
+                    answers.append((status, (time.perf_counter() - t0) * 1000))
+
+    floods = [threading.Thread(target=flood, daemon=True) for _ in range(args.big_clients)]
+    for t in floods:
+        t.start()
+    while len(answers) < args.big_clients and all(t.is_alive() for t in floods):
+        time.sleep(0.05)
+    row = measure(f"beside {args.big_clients} clients looping 1 MB prompts", "")
+    stop.set()
+    for t in floods:
+        t.join(timeout=args.hostile_timeout + 5)
+    statuses = sorted({str(a[0]) for a in answers})
+    row["adversary"] = (f"{len(answers)} prompts answered {','.join(statuses)} in "
+                        f"{round(statistics.mean(a[1] for a in answers))} ms (mean)")
+    rows.append(row)
+    rows.append(measure("alone again", ""))
+    health.close()
+    return rows
+
+
 def adversarial(args: argparse.Namespace) -> int:
     """A short request's latency alone and beside long prompts; see the module docstring."""
     import httpx
@@ -111,8 +244,11 @@ def adversarial(args: argparse.Namespace) -> int:
     bucketed = GenRequest.batch_key
 
     rows: list[dict] = []
+    hostile_rows: list[dict] = []
     with ServerThread(create_app(engine)) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=1800)
+        hostile_client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0,
+                                       timeout=args.hostile_timeout)
 
         http = httpx.Client(timeout=1800)  # one client, made up front: a new one takes long to start under load
 
@@ -173,31 +309,46 @@ def adversarial(args: argparse.Namespace) -> int:
                          "long status": ",".join(sorted({str(d[1]) for d in done})) if done else ""})
             print(rows[-1], flush=True)
 
-        short()  # warm-up
-        scenario("alone", True, None, "alone")
-        n, k = args.long, args.long_tokens
-        for buckets in (True, False):
-            scenario(f"just before {n} x {k}-token prompts (same batching window)", buckets, long_text, "short first")
-        scenario(f"just after {n} x {k}-token prompts (same batching window)", False, long_text, "long first")
-        for slices in (True, False):
-            scenario(f"just after {n} x {k}-token prompts (same batching window)", True, long_text, "long first",
-                     slices)
-            scenario(f"while {n} x {k}-token prompts run", True, long_text, "while running", slices)
-        scenario(f"beside {n} x {args.max_prompt_tokens + 512}-token prompts (over the limit: refused)", True,
-                 over_text, "long first")
+        if not args.hostile_only:
+            short()  # warm-up
+            scenario("alone", True, None, "alone")
+            n, k = args.long, args.long_tokens
+            for buckets in (True, False):
+                scenario(f"just before {n} x {k}-token prompts (same batching window)", buckets, long_text,
+                         "short first")
+            scenario(f"just after {n} x {k}-token prompts (same batching window)", False, long_text, "long first")
+            for slices in (True, False):
+                scenario(f"just after {n} x {k}-token prompts (same batching window)", True, long_text,
+                         "long first", slices)
+                scenario(f"while {n} x {k}-token prompts run", True, long_text, "while running", slices)
+            scenario(f"beside {n} x {args.max_prompt_tokens + 512}-token prompts (over the limit: refused)", True,
+                     over_text, "long first")
         http.close()
-    cols = ["short request sent", "length buckets", "batches in slices", "short ms", "short's batch size", "short ran",
-            "long ms (mean)", "long status"]
+        hostile_rows = hostile(args, srv, hostile_client, engine)
     print(f"\nbase {args.base}, {torch.get_num_threads()} torch thread(s); short request: chat, max_tokens "
           f"{args.short_tokens}; long prompts: /v1/completions, max_tokens {args.long_max_tokens}; "
-          f"--max-prompt-tokens {args.max_prompt_tokens}; --batch-wait-ms {wait_ms:g}\n")
-    print_table(rows, cols)
+          f"--max-prompt-tokens {args.max_prompt_tokens}; --batch-wait-ms {wait_ms:g} (the hostile rows: "
+          f"{EngineConfig().batch_wait_ms:g}); open-file limit {_nofile()}\n")
+    if rows:
+        print_table(rows, ["short request sent", "length buckets", "batches in slices", "short ms",
+                           "short's batch size", "short ran", "long ms (mean)", "long status"])
+        print()
+    print_table(hostile_rows, ["short request", "short ms (median)", "short ms (range)", "/health ms (median)",
+                               "adversary"])
     write_json("serve_adversarial", {"base": args.base, "torch_threads": torch.get_num_threads(),
                                      "long": args.long, "long_tokens": args.long_tokens,
                                      "long_max_tokens": args.long_max_tokens, "short_tokens": args.short_tokens,
-                                     "max_prompt_tokens": args.max_prompt_tokens,
-                                     "batch_wait_ms": wait_ms, "rows": rows})
+                                     "max_prompt_tokens": args.max_prompt_tokens, "batch_wait_ms": wait_ms,
+                                     "open_file_limit": _nofile(), "slowloris": args.slowloris,
+                                     "big_clients": args.big_clients, "repeat": args.repeat, "rows": rows,
+                                     "hostile_rows": hostile_rows}, args.out)
     return 0
+
+
+def _nofile() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def main() -> int:
@@ -219,7 +370,22 @@ def main() -> int:
     ap.add_argument("--long-max-tokens", type=int, default=16, help="--adversarial: max_tokens of a long prompt")
     ap.add_argument("--short-tokens", type=int, default=8, help="--adversarial: max_tokens of the short request")
     ap.add_argument("--max-prompt-tokens", type=int, default=2048, help="--adversarial: the server's prompt limit")
+    ap.add_argument("--hostile-only", action="store_true",
+                    help="--adversarial: only the rows beside a slowloris and beside 1 MB prompts")
+    ap.add_argument("--slowloris", type=int, default=1100, help="--adversarial: half-open connections (default 1100)")
+    ap.add_argument("--big-clients", type=int, default=4,
+                    help="--adversarial: clients looping 1 MB prompts (default 4)")
+    ap.add_argument("--repeat", type=int, default=5, help="--adversarial: short requests per hostile row (median)")
+    ap.add_argument("--hostile-timeout", type=float, default=30.0,
+                    help="--adversarial: seconds before a request of a hostile row counts as failed")
+    ap.add_argument("--nofile", type=int, default=None,
+                    help="--adversarial: lower the server process's open-file limit to this (as `ulimit -n`)")
+    add_out_arg(ap, "serve")
     args = ap.parse_args()
+    if args.nofile:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     import torch
 
     if args.threads:
@@ -282,7 +448,7 @@ def main() -> int:
     write_json("serve", {"base": args.base, "torch_threads": torch.get_num_threads(), "generator": gen_kind,
                          "rounds": args.rounds, "batch_wait_ms": args.batch_wait_ms, "max_tokens": args.max_tokens,
                          "throughput": rows, "speedup": round(speedup, 2),
-                         "target_speedup": 3.0, "latency_ms_median": ms, "misses": args.misses})
+                         "target_speedup": 3.0, "latency_ms_median": ms, "misses": args.misses}, args.out)
     return 0
 
 

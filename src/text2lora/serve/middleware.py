@@ -31,7 +31,7 @@ from ..errors import ConfigError, T2LError
 from .schemas import APIError, error_body
 
 __all__ = ["CLIENT_ERRORS", "RequestIds", "check_api_key", "request_id_of", "ConnectionLimits", "ConnectionGuard",
-           "OncePerCause", "limit_repeats", "guarded_protocol"]
+           "accept_backlog", "OncePerCause", "limit_repeats", "guarded_protocol"]
 
 log = logging.getLogger(__name__)
 conn_log = logging.getLogger("text2lora.serve.connections")
@@ -131,6 +131,11 @@ class OncePerCause(logging.Filter):
         self._seen: OrderedDict[tuple[str, str, str | None], list[float]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget every cause seen so far."""
+        with self._lock:
+            self._seen.clear()
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
         cause = (record.name, str(record.msg), exc)
@@ -169,14 +174,16 @@ class ConnectionLimits:
     """How long a client may take to send its request, and how many connections the server holds open."""
 
     head_timeout: float = 10.0
-    """seconds to send a request's line and headers, counted from the connection's opening (or the end of
-    the previous response on a kept-alive connection); then 408 and the connection is closed."""
+    """seconds to send a request's line and headers, counted from the connection's opening (on a kept-alive
+    connection, from the request's first byte; idle ones are closed by uvicorn's keep-alive timeout, 5 s);
+    then 408 and the connection is closed (silently when not one byte came)."""
     body_timeout: float = 30.0
     """seconds to send a request's body, counted from the end of its headers; then 408 and closed."""
     max_connections: int | None = None
-    """most connections held open at once (None: half the process's open-file limit, at most 1000). A new
-    connection past it closes the oldest one still sending its request (503), so a client that does send
-    a request, ``/health`` included, is served while others hold connections half open."""
+    """most connections held open at once (None: half the open files the process has left, at most 1000). A new
+    connection past it closes the oldest one that is idle, else still sending its request (503), so a
+    client that does send a request, ``/health`` included, is served while others hold connections half
+    open; only when every open connection has a request in progress is the new one refused (503)."""
 
     def __post_init__(self) -> None:
         for name in ("head_timeout", "body_timeout"):
@@ -186,8 +193,8 @@ class ConnectionLimits:
             raise ConfigError(f"max_connections must be >= 1, got {self.max_connections}")
 
     def cap(self) -> int:
-        """The connection cap: ``max_connections``, else half the soft open-file limit (at most 1000), so
-        that the server never runs out of file descriptors for the connections it accepts."""
+        """The connection cap: ``max_connections``, else half the file descriptors the process has left under
+        its soft open-file limit (at most 1000), so that the server never runs out of them."""
         if self.max_connections is not None:
             return self.max_connections
         try:
@@ -198,7 +205,26 @@ class ConnectionLimits:
             return DEFAULT_MAX_CONNECTIONS
         if soft == resource.RLIM_INFINITY:
             return DEFAULT_MAX_CONNECTIONS
-        return max(8, min(DEFAULT_MAX_CONNECTIONS, soft // 2))
+        return max(8, min(DEFAULT_MAX_CONNECTIONS, (soft - _fds_in_use()) // 2))
+
+
+def accept_backlog(cap: int) -> int:
+    """The listen queue for a server capped at ``cap`` connections, an eighth of the cap (8 to 2048). The
+    event loop accepts up to this many connections a turn, a few turns before the cap closes the excess, so
+    the descriptors in use stay under ``cap`` plus a few backlogs: within what :meth:`ConnectionLimits.cap`
+    leaves free."""
+    return max(8, min(2048, cap // 8))
+
+
+def _fds_in_use() -> int:
+    for d in ("/proc/self/fd", "/dev/fd"):
+        try:
+            import os
+
+            return len(os.listdir(d))
+        except OSError:
+            continue
+    return 0
 
 
 class ConnectionGuard:
@@ -221,7 +247,7 @@ class ConnectionGuard:
         self.open[conn] = None
         if len(self.open) <= self.cap:
             return True
-        victim = self._oldest("head", conn) or self._oldest("body", conn)
+        victim = self._oldest("idle", conn) or self._oldest("head", conn) or self._oldest("body", conn)
         if victim is None:
             self.counts["refused"] += 1
             conn_log.warning("%d connections are open (the limit) and all have requests in progress: new "
@@ -268,7 +294,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type:
             super().connection_made(transport)
             self._timer: Any = None
             self._phase: str | None = None
-            self._since = self.loop.time()
+            self._opened = self.loop.time()
             if guard.opened(self):
                 self._arm()
 
@@ -284,7 +310,6 @@ def guarded_protocol(limits: ConnectionLimits) -> type:
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.transport.is_closing():
-                self._since = self.loop.time()
                 guard.touch(self)
                 self._arm()
 
@@ -294,25 +319,31 @@ def guarded_protocol(limits: ConnectionLimits) -> type:
             super().handle_websocket_upgrade(event)
 
         def reading(self) -> str | None:
-            """``"head"`` while waiting for a request's line and headers, ``"body"`` while its body arrives,
-            else ``None`` (a request being answered)."""
+            """``"idle"`` while no byte of a request has arrived, ``"head"`` while its line and headers
+            arrive, ``"body"`` while its body arrives, else ``None`` (a request being answered)."""
             state = self.conn.their_state
             if state is h11.SEND_BODY:
                 return "body"
             if state is h11.IDLE and (self.cycle is None or self.cycle.response_complete):
-                return "head"
+                return "head" if self.conn.trailing_data[0] else "idle"
             return None
 
-        def _arm(self) -> None:
+        def _deadline_phase(self) -> str | None:
             phase = self.reading()
+            # kept alive between requests: uvicorn's keep-alive timeout closes it if nothing comes
+            return None if phase == "idle" and self.cycle is not None else phase
+
+        def _arm(self) -> None:
+            phase = self._deadline_phase()
             if phase == self._phase:
                 return
             self._disarm()
             self._phase = phase
-            if phase is not None:
-                deadline = (self._since + limits.head_timeout if phase == "head"
-                            else self.loop.time() + limits.body_timeout)
-                self._timer = self.loop.call_at(deadline, self._expired)
+            if phase == "body":
+                self._timer = self.loop.call_later(limits.body_timeout, self._expired)
+            elif phase is not None:  # a new connection counts from its opening, a kept-alive one from its first byte
+                start = self._opened if self.cycle is None else self.loop.time()
+                self._timer = self.loop.call_at(start + limits.head_timeout, self._expired)
 
         def _disarm(self) -> None:
             if self._timer is not None:
@@ -324,23 +355,25 @@ def guarded_protocol(limits: ConnectionLimits) -> type:
             phase, self._timer = self._phase, None
             if self.transport.is_closing():
                 return
-            if self.reading() != phase:  # it moved on in the meantime
+            if self._deadline_phase() != phase:  # it moved on in the meantime
                 self._phase = None
                 self._arm()
                 return
-            what, limit = (("request line and headers", limits.head_timeout) if phase == "head"
-                           else ("request body", limits.body_timeout))
-            guard.timed_out(str(phase), limit)
+            what, limit, kind = (("request body", limits.body_timeout, "body") if phase == "body" else
+                                 ("request line and headers", limits.head_timeout, "head"))
+            guard.timed_out(kind, limit)
             self.refuse(408, f"the {what} did not arrive within {limit:g} s; send each request at once",
                         "request_timeout")
 
         def refuse(self, status: int, message: str, code: str) -> None:
-            """Answer ``status`` with an OpenAI-style error (unless a response is already under way) and close
-            the connection; a request whose body was still arriving sees its client disconnect."""
+            """Close the connection; a client part-way through sending a request first gets ``status`` with an
+            OpenAI-style error (unless a response is already under way), and a request whose body was still
+            arriving sees its client disconnect. A connection with no request begun is closed silently."""
             guard.closed(self)
             self._disarm()
             cycle = self.cycle
-            if cycle is None or cycle.response_complete or not cycle.response_started:
+            if self.reading() in ("head", "body") and (cycle is None or cycle.response_complete
+                                                        or not cycle.response_started):
                 body = json.dumps(error_body(message, code=code)).encode()
                 head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
                         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()

@@ -51,8 +51,8 @@ from starlette.concurrency import run_in_threadpool
 from .batcher import Event
 from .cache import BadAdapterId, InvalidDescription, UnknownAdapter
 from .engine import Engine
-from .middleware import (CLIENT_ERRORS, ConnectionLimits, RequestIds, check_api_key, conn_log, guarded_protocol,
-                         limit_repeats, request_id_of)
+from .middleware import (CLIENT_ERRORS, ConnectionLimits, RequestIds, accept_backlog, check_api_key, conn_log,
+                         guarded_protocol, limit_repeats, request_id_of)
 from .schemas import AdapterCreate, APIError, ChatRequest, CompletionRequest, validation_message
 
 __all__ = ["create_app", "router", "serve", "ServerThread", "uvicorn_config", "json_depth", "DEFAULT_MAX_BODY_BYTES",
@@ -478,13 +478,14 @@ def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 8000, log_leve
                    limits: ConnectionLimits | None = None) -> Any:
     """The ``uvicorn.Config`` every server here runs with: uvicorn's h11 protocol with the connection guard
     (``limits``: deadlines for each request's head and body, the connection cap; its counts in
-    ``app.state.connections`` and ``/v1/stats``), no WebSocket upgrades, and uvicorn's own records limited
-    to one per cause a minute."""
+    ``app.state.connections`` and ``/v1/stats``), a listen backlog to match the cap, no WebSocket upgrades,
+    and uvicorn's own records limited to one per cause a minute."""
     import uvicorn
 
     protocol = guarded_protocol(limits or ConnectionLimits())
     app.state.connections = protocol.guard
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=protocol, ws="none")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=protocol, ws="none",
+                            backlog=accept_backlog(protocol.guard.cap))
     limit_repeats(logging.getLogger("uvicorn.error"))  # after Config: it sets up uvicorn's logging
     return config
 
