@@ -135,6 +135,8 @@ def test_few_shot_turns_before_the_input_and_accepted_answers(built):
     ({"input": [{"role": "system", "content": "Everything in one message."}], "ideal": "z"},
      "Everything in one message.", {}),
     ({"input": "plain text", "ideal": 3}, "plain text", {}),
+    ({"input": [{"role": "system", "content": "Sort them."}, {"role": "user", "content": "B, A\n\nSort them."}],
+      "ideal": "A, B"}, "B, A", {"instruction": "Sort them."}),
     ({"input": [{"role": "system", "content": "JSON."}, {"role": "user", "content": "v"}], "ideal": {"k": 1}},
      "v", {"instruction": "JSON."}),
 ])
@@ -212,6 +214,9 @@ def test_shipped_description_files_are_valid():
             letters = [c for c in d if c.isalpha()]
             assert sum(c.isascii() for c in letters) >= 0.9 * len(letters), (task, d)
         assert not is_reserved(f"evals/{task}"), task
+    # a held-out description is never a training description of another task
+    train = {d for sets in descs.values() for d in sets["train"]}
+    assert not train & {d for sets in descs.values() for d in sets["heldout"]}
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ An example keeps the instruction beside the input, not in it (:func:`convert_sam
   ``in_prompt`` or ``none``);
 - ``Example.prompt``: the bare input, the last user message, after the other turns as plain text
   (a user turn answered by an assistant turn, the registry's few-shot form, as ``Example input:`` /
-  ``Example answer:`` lines; other user or system messages as they are);
+  ``Example answer:`` lines; other user or system messages as they are); an input that repeats the
+  instruction word for word loses the repetition;
 - ``Example.response``: the reference answer ``ideal``; a list of accepted answers keeps its first as
   the target and all of them in ``meta["targets"]``.
 
@@ -277,6 +278,10 @@ def convert_sample(obj: Any, *, separate_instruction: bool = True) -> Example:
         elif text:
             parts.append(text)
     prompt = _join(parts)
+    for i in instr_idx:  # some samples repeat the instruction inside the input: it stays beside it only
+        repeated = msgs[i][1].strip()
+        if repeated and repeated in prompt:
+            prompt = re.sub(r"\n{3,}", "\n\n", prompt.replace(repeated, "")).strip()
     if not prompt.strip():
         raise BrokenSample("the input is empty once the instruction is set apart")
     if instruction and not separate_instruction:
