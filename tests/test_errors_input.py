@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,48 @@ def test_unwritable_out_is_a_one_line_error(ckpt, tmp_path, capsys, monkeypatch,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile.txt").write_text("a file, not a directory")
     _one_line_error(*_cli(capsys, "generate", "--model", str(ckpt), "Count words.", "--out", out), "cannot write")
+
+
+# ----------------------------------------------------------------------------- bytes that are not UTF-8
+
+def _run(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "text2lora.cli", *argv], capture_output=True, timeout=300)
+
+
+def _one_line_exit_2(proc: subprocess.CompletedProcess, *must: str) -> None:
+    err = proc.stderr.decode("utf-8", "replace")
+    _one_line_error(proc.returncode, err, *must)
+
+
+@pytest.mark.parametrize("arg, shown", [(b"A \xff", "A \\xff"), (b"caf\xe9 au lait", "caf\\xe9 au lait")])
+def test_an_argument_that_is_not_utf8_is_one_line(ckpt, tmp_path, arg, shown):
+    """`t2l generate $'A \\xff'`: exit 2, one line naming the argument and the fix; nothing written."""
+    proc = _run(b"generate", b"--model", str(ckpt).encode(), arg, b"--out", str(tmp_path / "x").encode())
+    _one_line_exit_2(proc, f'argument 4 ("{shown}")', "not UTF-8", "LANG=C.UTF-8")
+    assert not (tmp_path / "x").exists()
+    proc = _run(b"chat", b"--model", str(ckpt).encode(), b"--message", arg)  # before anything loads
+    _one_line_exit_2(proc, "argument 5", "not UTF-8")
+
+
+@pytest.mark.parametrize("content, line", [
+    (b"Count words.\n\xed\xb2\x80 a lone surrogate, UTF-8 encoded\n", 2),  # what a surrogate becomes in bytes
+    (b"Sort words.\nAnswer in fran\xe7ais.\n", 2),  # Latin-1
+    (b"\xff\xfeC\x00o\x00u\x00n\x00t\x00", 1),  # UTF-16
+])
+def test_a_description_file_that_is_not_utf8_is_one_line(ckpt, tmp_path, content, line):
+    descs = tmp_path / "d.txt"
+    descs.write_bytes(content)
+    proc = _run(b"generate", b"--model", str(ckpt).encode(), b"--file", str(descs).encode(), b"--out",
+                str(tmp_path / "x").encode())
+    _one_line_exit_2(proc, f"--file {descs} is not UTF-8 text: line {line}", "save the file as UTF-8")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_lone_surrogate_in_a_description_is_refused_by_the_library(ckpt):
+    """A description that reached Python with a lone surrogate (a JSON escape \\udcff) is a ConfigError naming
+    it, from the one description check (the server and the generator use it too)."""
+    from text2lora import TextToLoRA
+    from text2lora.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"description 2 holds a lone surrogate \(\\udcff\)"):
+        TextToLoRA.from_pretrained(ckpt).generate(["Count words.", "A \udcff"])

