@@ -50,8 +50,8 @@ from .archive import Tree, open_tree
 from .bigbench import split_examples
 
 __all__ = ["EXACT_CLASSES", "MIN_EXAMPLES", "MAX_EXAMPLES", "MIN_DESCRIPTIONS", "MIN_HELDOUT", "EvalSpec",
-           "BrokenSample", "read_registry", "read_licences", "licence_of", "convert_sample", "task_names",
-           "build_evals"]
+           "BrokenSample", "read_registry", "read_licences", "licence_of", "convert_sample", "instruction_varies",
+           "read_samples", "english_share", "task_names", "build_evals"]
 
 #: Eval classes whose score compares the answer with the reference answer (``ideal``).
 EXACT_CLASSES = ("Match", "Includes", "FuzzyMatch", "JsonMatch")
@@ -191,10 +191,11 @@ def licence_of(folder: str, licences: dict[str, list[tuple[str, str]]]) -> tuple
     names = []
     for component, words in listed:
         short = _licence_name(words)
+        words = re.sub(r"\s*https?://\S+", "", words).strip(" :")[:80]  # the licence's name, not its address
         if short == "NC":
-            return None, f"licence forbids commercial use ({component}: {words.split(':')[0].strip()})"
+            return None, f"licence forbids commercial use ({component}: {words})"
         if short is None:
-            return None, f"licence unknown ({component}: {words[:80]})"
+            return None, f"licence unknown ({component}: {words})"
         names.append(short)
     return " AND ".join(dict.fromkeys(names)), ""
 
