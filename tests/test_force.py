@@ -226,3 +226,20 @@ def test_cards_and_gguf_beside_an_adapter_are_text2loras(gguf_setup, tmp_path):
     (folder / "README.md").write_text("# My adapter\n\nnotes of mine\n")
     with pytest.raises(OutputExistsError, match="README.md"):
         check_replaceable(folder)
+
+
+@pytest.mark.parametrize("marker, content", [
+    ("manifest.json", {"format_version": 1, "collection": "olmo"}),  # a task collection in the cache
+    ("state.json", {"step": 3}),  # a training checkpoint
+])
+def test_folders_only_text2lora_writes_into_are_replaced_whole_when_written_before_manifests(tmp_path, marker,
+                                                                                            content):
+    """A collection or checkpoint an earlier version wrote (no manifest, maybe files of an older layout) is rebuilt
+    over: nothing in it was ever the user's."""
+    old = tmp_path / "x"
+    old.mkdir()
+    (old / marker).write_text(json.dumps(content))
+    (old / "old_layout.bin").write_bytes(b"\0" * 8)
+    with atomic_dir(old, force=True) as tmp:
+        (tmp / marker).write_text(json.dumps(content))
+    assert sorted(p.name for p in old.iterdir()) == sorted([MANIFEST, marker])

@@ -217,23 +217,19 @@ def _json_keys(path: Path) -> set[str]:
     return set()
 
 
-_CHECKPOINT = {"model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json"}
-
-
 def _legacy_names(folder: Path) -> set[str] | None:
     """For a directory without a manifest, written by an earlier text2lora, the names it wrote there (an adapter,
-    a generator or training checkpoint, a task collection, a dequantized base, a directory of several adapters);
-    ``None`` when it is none of these. Each kind is recognised by a marker file with text2lora's content."""
+    a generator, a directory of several adapters; ``{"*"}``: everything, for what only text2lora writes into, a
+    training checkpoint, a task collection in the cache, a dequantized base); ``None`` when it is none of these.
+    Each kind is recognised by a marker file with text2lora's content."""
     if (folder / "text2lora.json").is_file() and (folder / "adapter_config.json").is_file():
         return {"adapter_config.json", "adapter_model.safetensors", "text2lora.json"}
+    if ("step" in _json_keys(folder / "state.json")
+            or {"format_version", "collection"} <= _json_keys(folder / "manifest.json")
+            or (folder / "text2lora_cache.txt").is_file()):
+        return {"*"}  # a training checkpoint, a task collection, a dequantized base: all of it text2lora's
     if {"format_version", "hyper"} <= _json_keys(folder / "config.json"):
-        return {"config.json"} | _CHECKPOINT
-    if "step" in _json_keys(folder / "state.json"):
-        return set(_CHECKPOINT)
-    if {"format_version", "collection"} <= _json_keys(folder / "manifest.json"):
-        return {"examples.bin", "tasks.json", "decontaminated.txt", "manifest.json"}
-    if (folder / "text2lora_cache.txt").is_file():
-        return {"text2lora_cache.txt"}
+        return {"config.json", "model.safetensors"}
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         return {"index.json"} | {str(row["dir"]) for row in index if set(row) == {"dir", "description"}}
@@ -274,7 +270,7 @@ def foreign_entries(path: str | os.PathLike, expected: set[str] | frozenset[str]
                 foreign.append(f"{rel} (changed since text2lora wrote it)")
         elif listed is not None and rel == MANIFEST or _is_t2l_gguf(full) or _is_t2l_card(full):
             ours.add(rel)
-        elif legacy is not None and (rel in legacy or rel in expected):
+        elif legacy is not None and (rel in legacy or rel in expected or "*" in legacy):
             ours.add(rel)
         elif legacy is not None and top in legacy and (path / top).is_dir():
             if top not in subdirs:
