@@ -26,7 +26,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         base = args.base_gguf or find_base_gguf(adapter.base)
         print(path)
         print(f"wrote a llama.cpp LoRA adapter (rank {adapter.r}, modules {', '.join(adapter.A)}); use it with "
-              f"its base: llama-cli -m {base} --lora {path}", file=sys.stderr)
+              f"its base: llama-cli -m {base} --lora {path} (llama.cpp's own program, not installed by text2lora), "
+              f"or from Python with llama-cpp-python: Llama(model_path=\"{base}\", lora_path=\"{path}\")",
+              file=sys.stderr)
     return 0
 
 
