@@ -126,6 +126,40 @@ print(closed, flush=True)
 rest; prints how many it opened (and how many failed), waits for a line on stdin, then prints how many the
 server has closed."""
 
+BIG_PROMPTS = r"""
+import http.client, json, statistics, sys, threading, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+body = json.dumps({"model": "base", "prompt": "x" * 1_000_000, "max_tokens": 1}).encode()
+stop, lock, answers = threading.Event(), threading.Lock(), []
+def flood():
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=60)
+            c.request("POST", "/v1/completions", body, {"content-type": "application/json"})
+            status = c.getresponse().status
+            c.close()
+        except OSError as e:
+            status = type(e).__name__
+        with lock:
+            answers.append((str(status), (time.perf_counter() - t0) * 1000))
+threads = [threading.Thread(target=flood, daemon=True) for _ in range(n)]
+for t in threads:
+    t.start()
+deadline = time.monotonic() + 120
+while len(answers) < n and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("ready", flush=True)
+sys.stdin.readline()
+stop.set()
+with lock:
+    got = list(answers)
+print(len(got), ",".join(sorted({a[0] for a in got})) or "-", round(statistics.mean([a[1] for a in got] or [0])),
+      flush=True)
+"""
+"""A child process with ``n`` threads that post a 1 MB completion prompt in a loop; prints ``ready`` once each
+has had an answer, and after a line on stdin how many were answered, with which statuses, in what mean ms."""
+
 
 def _timed(fn, repeat: int) -> tuple[float | str, str]:
     """Median milliseconds of ``repeat`` calls of ``fn`` (or the first failure's name) and the range."""
@@ -161,17 +195,27 @@ def hostile(args: argparse.Namespace, srv, client, engine) -> list[dict]:
 
     guard = getattr(srv.config.app.state, "connections", None)
 
-    def measure(name: str, adversary: str) -> dict:
+    def measure(name: str) -> dict:
         s_ms, s_range = _timed(short, args.repeat)
         h_ms, _ = _timed(check_health, args.repeat)
         row = {"short request": name, "short ms (median)": s_ms, "short ms (range)": s_range,
-               "/health ms (median)": h_ms, "adversary": adversary}
+               "/health ms (median)": h_ms, "adversary": ""}
         print(row, flush=True)
         return row
 
     short()  # warm-up
-    rows = [measure("alone", "")]
+    rows = [measure("alone")]
 
+    if args.slowloris:
+        rows.append(_beside_slowloris(args, host, port, guard, measure))
+    if args.big_clients:
+        rows.append(_beside_big_prompts(args, host, port, measure))
+    rows.append(measure("alone again"))
+    health.close()
+    return rows
+
+
+def _beside_slowloris(args: argparse.Namespace, host: str, port: str, guard, measure) -> dict:
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -180,47 +224,28 @@ def hostile(args: argparse.Namespace, srv, client, engine) -> list[dict]:
                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
     opened, failed = child.stdout.readline().split()
     time.sleep(1.0)
-    before = dict(guard.snapshot()) if guard is not None else None
-    row = measure(f"beside a slowloris ({args.slowloris} connections that never finish their request)", "")
+    held = dict(guard.snapshot()) if guard is not None else None
+    row = measure(f"beside a slowloris ({args.slowloris} connections that never finish their request)")
     child.stdin.write("\n")
     child.stdin.flush()
     closed = child.stdout.readline().strip()
     child.wait(timeout=60)
     row["adversary"] = (f"{opened} opened ({failed} failed), {closed} closed by the server"
-                        + (f"; cap {before['cap']}, {before['open']} open" if before else ""))
-    rows.append(row)
+                        + (f"; cap {held['cap']}, {held['open']} open" if held else ""))
+    return row
 
-    big = "x" * 1_000_000
-    stop, answers, lock = threading.Event(), [], threading.Lock()
 
-    def flood() -> None:
-        with httpx.Client(timeout=args.hostile_timeout) as c:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    status = c.post(srv.url + "/v1/completions", json={"model": "base", "prompt": big,
-                                                                       "max_tokens": 1}).status_code
-                except httpx.HTTPError as e:
-                    status = type(e).__name__
-                with lock:
-                    answers.append((status, (time.perf_counter() - t0) * 1000))
-
-    floods = [threading.Thread(target=flood, daemon=True) for _ in range(args.big_clients)]
-    for t in floods:
-        t.start()
-    while len(answers) < args.big_clients and all(t.is_alive() for t in floods):
-        time.sleep(0.05)
-    row = measure(f"beside {args.big_clients} clients looping 1 MB prompts", "")
-    stop.set()
-    for t in floods:
-        t.join(timeout=args.hostile_timeout + 5)
-    statuses = sorted({str(a[0]) for a in answers})
-    row["adversary"] = (f"{len(answers)} prompts answered {','.join(statuses)} in "
-                        f"{round(statistics.mean(a[1] for a in answers))} ms (mean)")
-    rows.append(row)
-    rows.append(measure("alone again", ""))
-    health.close()
-    return rows
+def _beside_big_prompts(args: argparse.Namespace, host: str, port: str, measure) -> dict:
+    child = subprocess.Popen([sys.executable, "-c", BIG_PROMPTS, host, port, str(args.big_clients)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child.stdout.readline()
+    row = measure(f"beside {args.big_clients} clients looping 1 MB prompts")
+    child.stdin.write("\n")
+    child.stdin.flush()
+    answered, statuses, mean_ms = child.stdout.readline().split()
+    child.wait(timeout=120)
+    row["adversary"] = f"{answered} prompts answered {statuses} in {mean_ms} ms (mean)"
+    return row
 
 
 def adversarial(args: argparse.Namespace) -> int:
@@ -372,9 +397,10 @@ def main() -> int:
     ap.add_argument("--max-prompt-tokens", type=int, default=2048, help="--adversarial: the server's prompt limit")
     ap.add_argument("--hostile-only", action="store_true",
                     help="--adversarial: only the rows beside a slowloris and beside 1 MB prompts")
-    ap.add_argument("--slowloris", type=int, default=1100, help="--adversarial: half-open connections (default 1100)")
+    ap.add_argument("--slowloris", type=int, default=1100,
+                    help="--adversarial: half-open connections (default 1100; 0: no slowloris row)")
     ap.add_argument("--big-clients", type=int, default=4,
-                    help="--adversarial: clients looping 1 MB prompts (default 4)")
+                    help="--adversarial: clients looping 1 MB prompts (default 4; 0: no 1 MB row)")
     ap.add_argument("--repeat", type=int, default=5, help="--adversarial: short requests per hostile row (median)")
     ap.add_argument("--hostile-timeout", type=float, default=30.0,
                     help="--adversarial: seconds before a request of a hostile row counts as failed")
