@@ -35,13 +35,14 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "note: install chromium and chromedriver for the web UI browser test" >&2
   fi
 fi
-# bubblewrap (Debian package) for the sandbox that runs generated code in code benchmarks (HumanEval, MBPP).
-if ! command -v bwrap >/dev/null; then
+# bubblewrap and libseccomp (Debian packages) for the sandbox that runs generated code in code benchmarks
+# (HumanEval, MBPP); libseccomp compiles its system-call filter.
+if ! command -v bwrap >/dev/null || ! $PY -c "import ctypes.util as u, sys; sys.exit(not u.find_library('seccomp'))"; then
   if command -v apt-get >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap libseccomp2 >/dev/null
   else
-    echo "note: install bubblewrap (bwrap) for the code benchmarks' sandbox" >&2
+    echo "note: install bubblewrap (bwrap) and libseccomp for the code benchmarks' sandbox" >&2
   fi
 fi
 # Optional: llama-cpp-python, for running GGUF adapters in llama.cpp (tests/test_llama_cpp.py). PyPI has only

@@ -65,7 +65,7 @@ def test_every_solution_passes_its_tests_through_the_eval_harness(records):
     for rec in records.values():
         for ex in _examples(rec):
             assert len(ex.meta["test_list"]) == 3
-            programs.append(code_program(ex.response, ex))  # the program `t2l eval` runs for a pass@1 task
+            programs.append(code_program(ex.response, ex).script)  # the program `t2l eval` runs for a pass@1 task
             where.append(ex.prompt)
     failed = _failures(programs)
     assert not failed, [(where[i], err) for i, err in failed[:3]]
@@ -77,7 +77,7 @@ def test_the_tests_reject_a_function_that_returns_the_wrong_thing(records):
     for rec in records.values():
         for ex in _examples(rec):
             name = re.search(r"^def (\w+)\(", extract_code(ex.response), re.M).group(1)
-            programs.append(code_program(f"```python\ndef {name}(*args):\n    return None\n```", ex))
+            programs.append(code_program(f"```python\ndef {name}(*args):\n    return None\n```", ex).script)
     assert len(_failures(programs)) == len(programs)
 
 

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..data import Example
 from ..errors import DataError
+from .sandbox import Program
 
 __all__ = ["choice_predictions", "extract_last_number", "gsm8k_correct", "exact_match", "extract_code",
            "humaneval_program", "mbpp_program", "code_program", "code_done", "mean"]
@@ -121,11 +122,12 @@ def _imports(code: str) -> str:
     return "".join(ln + "\n" for ln in code.splitlines() if re.match(r"^(from\s+\S+\s+)?import\s", ln))
 
 
-def humaneval_program(completion: str, example: Example) -> str:
-    """A program that exits 0 iff the completion passes the HumanEval problem's ``check``.
+def humaneval_program(completion: str, example: Example) -> Program:
+    """The sandbox program that passes iff the completion passes the HumanEval problem's ``check``.
 
     If the answer defines the entry-point function it is used as is (with the prompt's imports);
-    otherwise it is treated as the body continuing the prompt.
+    otherwise it is treated as the body continuing the prompt. The problem's test code and
+    ``check(<entry point>)`` are the checks.
     """
     prompt = example.meta["code_prompt"]
     entry = example.meta["entry_point"]
@@ -134,23 +136,21 @@ def humaneval_program(completion: str, example: Example) -> str:
         program = _imports(prompt) + code
     else:
         program = prompt + code
-    return f"{program}\n\n{example.meta['test']}\n\ncheck({entry})\n"
+    return Program(program, f"{example.meta['test']}\n\ncheck({entry})\n")
 
 
-def mbpp_program(completion: str, example: Example) -> str:
-    """A program that exits 0 iff the completion passes every assertion of the MBPP problem.
+def mbpp_program(completion: str, example: Example) -> Program:
+    """The sandbox program that passes iff the completion passes every assertion of the MBPP problem.
 
-    The problem's setup code runs after the solution, before the tests (MBPP 367's setup builds its
-    test trees with the ``Node`` class the solution defines).
+    The problem's setup code runs after the solution, in the solution's sandbox (MBPP 367's setup builds
+    its test trees with the ``Node`` class the solution defines); the assertions are the checks.
     """
-    code = extract_code(completion)
-    setup = example.meta.get("test_setup_code") or ""
-    tests = "\n".join(example.meta.get("test_list") or [])
-    return f"{code}\n\n{setup}\n{tests}\n"
+    return Program(extract_code(completion), "\n".join(example.meta.get("test_list") or []) + "\n",
+                   example.meta.get("test_setup_code") or "")
 
 
-def code_program(completion: str, example: Example) -> str:
-    """The test program for a HumanEval (has ``entry_point``) or MBPP (has ``test_list``) example."""
+def code_program(completion: str, example: Example) -> Program:
+    """The sandbox program for a HumanEval (has ``entry_point``) or MBPP (has ``test_list``) example."""
     if "entry_point" in example.meta:
         return humaneval_program(completion, example)
     if "test_list" in example.meta:
