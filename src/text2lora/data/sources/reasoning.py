@@ -219,9 +219,9 @@ def run_worker(pythonpath: str | Path, request: dict, on_line: Callable[[str], N
     ``PYTHONHASHSEED=0``, no user site) and return the JSON it wrote; ``on_line`` gets each line it prints."""
     with tempfile.TemporaryDirectory(prefix="t2l-reasoning-") as tmp:
         out, log = Path(tmp) / "out.json", Path(tmp) / "stderr.txt"
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSTARTUP", "PYTHONHOME")}
-        env.update(PYTHONPATH=str(pythonpath), PYTHONHASHSEED="0", PYTHONNOUSERSITE="1")
-        cmd = [sys.executable, "-s", "-c", _WORKER.read_text(encoding="utf-8"), json.dumps({**request, "out": str(out)})]
+        env = {**os.environ, "PYTHONPATH": str(pythonpath), "PYTHONHASHSEED": "0", "PYTHONNOUSERSITE": "1"}
+        source = _WORKER.read_text(encoding="utf-8")
+        cmd = [sys.executable, "-s", "-c", source, json.dumps({**request, "out": str(out)})]
         with open(log, "w", encoding="utf-8") as err:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             assert proc.stdout is not None
