@@ -586,3 +586,47 @@ def test_the_probes_hold_as_an_unprivileged_user():
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert r.returncode == 0, f"as uid {uid}:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
     assert re.fullmatch(r"\d+ passed(, \d+ deselected)? in .*", summary), summary
+
+
+# ----------------------------------------------------------------------------- the real benchmarks
+
+# Runs each program in a fresh namespace of one child interpreter (the benchmark's own single-file
+# semantics) and reports which passed.
+_ONE_INTERPRETER = """
+import json, sys
+passed = []
+for program in json.load(sys.stdin):
+    try:
+        exec(compile(program, "program", "exec"), {"__name__": "__main__"})
+        passed.append(True)
+    except BaseException:
+        passed.append(False)
+print(json.dumps(passed))
+"""
+
+
+def _stub(example) -> str:
+    """A completion that defines what the reference defines, returning None from every function."""
+    if "entry_point" in example.meta:
+        return "    return None\n"  # the body continuing the prompt's entry point
+    names = re.findall(r"^(?:def|class)\s+(\w+)", example.response, re.M)
+    return "\n".join(f"def {n}(*args, **kwargs):\n    return None\n" for n in names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["humaneval", "mbpp"])
+def test_the_sandbox_scores_wrong_solutions_as_one_interpreter_does(name):
+    """Every test problem of the benchmark (``t2l data fetch benchmarks``) with a solution that returns None:
+    the two-container verdict equals the single-interpreter one (the slow reference-solution test in
+    test_eval_metrics.py shows the same for the right solutions)."""
+    from text2lora.data import get_task
+
+    exs = get_task(name).splits["test"]
+    programs = [metrics.code_program(f"```python\n{_stub(e)}\n```", e) for e in exs]
+    out = subprocess.run([sys.executable, "-c", _ONE_INTERPRETER], input=json.dumps([p.script for p in programs]),
+                         capture_output=True, text=True, timeout=600)
+    expected = json.loads(out.stdout.strip().splitlines()[-1])
+    got = [r.passed for r in run_many(programs, timeout=20)]
+    differ = [(e.meta["task_id"], want) for e, want, have in zip(exs, expected, got) if want != have]
+    assert not differ, differ
+    assert sum(expected) < len(exs) // 20  # the stubs fail almost everywhere: the checks are not vacuous

@@ -28,6 +28,7 @@ import builtins
 import collections
 import decimal
 import fractions
+import importlib
 import json
 import numbers
 import os
@@ -322,14 +323,12 @@ def _exception(name: str, message: str) -> Exception:
 def bind(names: list, tests: str) -> dict:
     """The checks' globals: what the solution defined, as the checks may see it.
 
-    A module is imported here, by its name (the checks get the real module, whatever the solution did to
-    its own copy). A name of a standard-library module is never bound to anything else. A name that
-    shadows a built-in (MBPP 126's function is called ``sum``) is bound only when the checks use no other
-    name the solution defined, i.e. when it is the function under test; otherwise the checks keep the
-    built-in, so a solution cannot replace ``abs`` or ``isinstance`` inside an ``assert``.
+    A module the checks use is imported here, by its name (the checks get the real module, whatever the
+    solution did to its own copy). A name of a standard-library module is never bound to anything else.
+    A name that shadows a built-in (MBPP 126's function is called ``sum``) is bound only when the checks
+    use no other name the solution defined, i.e. when it is the function under test; otherwise the checks
+    keep the built-in, so a solution cannot replace ``abs`` or ``isinstance`` inside an ``assert``.
     """
-    import importlib
-
     if type(names) is not list:
         raise ProtocolError("the solution's names are not a list")
     used = {n.id for n in ast.walk(ast.parse(tests)) if isinstance(n, ast.Name)}
@@ -341,7 +340,7 @@ def bind(names: list, tests: str) -> dict:
         name, kind, data = entry
         if not name.isidentifier() or name.startswith("__"):
             continue
-        if kind == "module" and type(data) is str and not hasattr(builtins, name):
+        if kind == "module" and type(data) is str and name in used and not hasattr(builtins, name):
             try:
                 g[name] = importlib.import_module(data)
             except Exception:  # not importable here (a site package): the checks do without it
