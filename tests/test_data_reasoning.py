@@ -262,6 +262,7 @@ def test_descriptions_are_complete_readable_and_held_out_ones_never_train():
     for gen in (*REASONING_RESERVED, *R.EXCLUDED, "boxnet", "graph_color", "propositional_logic", "rubiks_cube",
                 "rush_hour"):
         assert gen not in descs  # reserved, excluded or without an answer: never a task, never described
+    assert {t.removeprefix("reasoning/") for t in R.HELDOUT_TASKS} <= set(descs)  # held out whole, still built
     for f in sorted(DESCRIPTIONS_DIR.glob("reasoning*.jsonl")):
         load_description_sets(f)  # each file on its own is valid
 
