@@ -62,10 +62,12 @@ def _record(name: str, prompts: list[str], source: str = "worked") -> TaskRecord
 
 def test_remove_contaminated_examples_drops_exactly_the_planted_ones():
     bench = _record("boolq", [], "benchmarks")
-    bench.splits["test"] = [Example(f"Passage: {ITEM}. Question: when?", "seven")]
+    bench.splits["test"] = [Example(f"Passage: {ITEM}. Question: when? {' '.join(['0'] * 20)} "
+                                    f"{' '.join('abcdefghijklmnopq')} 1 2 3 4 5 6 7 8 9 10 11 12 13", "seven")]
     index = build_text_index({"olmo/sciq": [RESERVED_ITEM]}, index=build_index([bench]))
     clean = ["how many apples are left after two are eaten", "name the colour of the sky on a clear day"]
-    digits = " ".join(["0"] * 40)  # a row of digits shares 13-grams with many texts and says nothing
+    # a row of digits or a board's column letters shares 13-grams with many texts and says nothing
+    digits = " ".join(["0"] * 40) + " " + " ".join("abcdefghijklmnopq") + " 1 2 3 4 5 6 7 8 9 10 11 12 13"
     task = _record("worked/x", [clean[0], f"Copy: {ITEM}", clean[1], f"Reworded: {RESERVED_ITEM}!", digits])
     removed = remove_contaminated_examples([task], index)
     assert [e.prompt for e in task.splits["train"]] == [clean[0], clean[1], digits]

@@ -44,11 +44,12 @@ _WORD = re.compile(r"\w+")
 
 
 def ngram_hashes(text: str, n: int = NGRAM) -> set[int]:
-    """Hashes of the word n-grams of ``text`` (lower-cased ``\\w+`` tokens). An n-gram made only of numbers
-    (``0 0 0 ...``, a grid or a list of digits) says nothing about where a text comes from and is left out."""
+    """Hashes of the word n-grams of ``text`` (lower-cased ``\\w+`` tokens). An n-gram made only of numbers and
+    single characters (``0 0 0 ...``, a grid, a board's column letters ``a b c ...``) says nothing about where a
+    text comes from and is left out."""
     words = _WORD.findall(text.lower())
     grams = (words[i:i + n] for i in range(len(words) - n + 1))
-    return {hash(" ".join(gram)) for gram in grams if not all(w.isdigit() for w in gram)}
+    return {hash(" ".join(gram)) for gram in grams if not all(w.isdigit() or len(w) == 1 for w in gram)}
 
 
 def _example_text(ex: Example) -> str:
