@@ -214,14 +214,12 @@ def test_export_force_replaces_its_own_gguf(gguf_setup, tmp_path, capsys):
 def test_cards_and_gguf_beside_an_adapter_are_text2loras(gguf_setup, tmp_path):
     """What `push_adapter` uploads (the PEFT directory, adapter.gguf and the model card) may be replaced."""
     from text2lora import LoRAAdapter
-    from text2lora.hub import adapter_card
+    from text2lora.publish import prepare_adapter_folder
 
     base_gguf, ad = gguf_setup
     folder = tmp_path / "repo"
-    adapter = LoRAAdapter.load(ad)
-    adapter.save(folder)
-    adapter.save(folder / "adapter.gguf", format="gguf", base_gguf=base_gguf)
-    (folder / "README.md").write_text(adapter_card(adapter, "me/my-adapter"))
+    prepare_adapter_folder(LoRAAdapter.load(ad), folder, "me/my-adapter", gguf=True, base_gguf=base_gguf)
+    assert {p.name for p in folder.iterdir()} >= {"adapter_config.json", "adapter.gguf", "README.md"}
     check_replaceable(folder)
     (folder / "README.md").write_text("# My adapter\n\nnotes of mine\n")
     with pytest.raises(OutputExistsError, match="README.md"):
@@ -230,15 +228,20 @@ def test_cards_and_gguf_beside_an_adapter_are_text2loras(gguf_setup, tmp_path):
 
 @pytest.mark.parametrize("marker, content", [
     ("manifest.json", {"format_version": 1, "collection": "olmo"}),  # a task collection in the cache
-    ("state.json", {"step": 3}),  # a training checkpoint
+    ("state.json", {"step": 3, "rng": {}}),  # a training checkpoint
 ])
-def test_folders_only_text2lora_writes_into_are_replaced_whole_when_written_before_manifests(tmp_path, marker,
-                                                                                            content):
-    """A collection or checkpoint an earlier version wrote (no manifest, maybe files of an older layout) is rebuilt
-    over: nothing in it was ever the user's."""
+@pytest.mark.parametrize("with_manifest", [False, True])
+def test_folders_only_text2lora_writes_into_are_replaced_whole(tmp_path, marker, content, with_manifest):
+    """A collection or checkpoint (an earlier version's without a manifest, or one whose files a later format
+    changed) is rebuilt over: nothing in it was ever the user's."""
     old = tmp_path / "x"
-    old.mkdir()
-    (old / marker).write_text(json.dumps(content))
+    if with_manifest:
+        with atomic_dir(old) as tmp:
+            (tmp / marker).write_text(json.dumps(content))
+        (old / marker).write_text(json.dumps({**content, "format_version": 0}))  # changed since
+    else:
+        old.mkdir()
+        (old / marker).write_text(json.dumps(content))
     (old / "old_layout.bin").write_bytes(b"\0" * 8)
     with atomic_dir(old, force=True) as tmp:
         (tmp / marker).write_text(json.dumps(content))

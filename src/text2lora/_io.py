@@ -217,17 +217,21 @@ def _json_keys(path: Path) -> set[str]:
     return set()
 
 
+def _only_text2lora_writes_into(folder: Path) -> bool:
+    """Folders that only text2lora writes into, whole: a training checkpoint (``state.json`` with its step and
+    random states), a task collection of the cache (``manifest.json`` naming it), a dequantized base
+    (``text2lora_cache.txt``). Rebuilt over whatever their layout or format version."""
+    return ({"step", "rng"} <= _json_keys(folder / "state.json")
+            or {"format_version", "collection"} <= _json_keys(folder / "manifest.json")
+            or (folder / "text2lora_cache.txt").is_file())
+
+
 def _legacy_names(folder: Path) -> set[str] | None:
     """For a directory without a manifest, written by an earlier text2lora, the names it wrote there (an adapter,
-    a generator, a directory of several adapters; ``{"*"}``: everything, for what only text2lora writes into, a
-    training checkpoint, a task collection in the cache, a dequantized base); ``None`` when it is none of these.
-    Each kind is recognised by a marker file with text2lora's content."""
+    a generator, a directory of several adapters); ``None`` when it is none of these. Each kind is recognised by
+    a marker file with text2lora's content."""
     if (folder / "text2lora.json").is_file() and (folder / "adapter_config.json").is_file():
         return {"adapter_config.json", "adapter_model.safetensors", "text2lora.json"}
-    if ("step" in _json_keys(folder / "state.json")
-            or {"format_version", "collection"} <= _json_keys(folder / "manifest.json")
-            or (folder / "text2lora_cache.txt").is_file()):
-        return {"*"}  # a training checkpoint, a task collection, a dequantized base: all of it text2lora's
     if {"format_version", "hyper"} <= _json_keys(folder / "config.json"):
         return {"config.json", "model.safetensors"}
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -244,7 +248,8 @@ def foreign_entries(path: str | os.PathLike, expected: set[str] | frozenset[str]
     A directory lists what text2lora wrote in its :data:`MANIFEST`; GGUF adapters and model cards that
     text2lora wrote beside that are recognised by their content. A directory written before manifests existed
     is recognised by its marker files and may hold only the names text2lora wrote then (or ``expected``, the
-    files about to replace them). A single file may be replaced only if it is a GGUF adapter text2lora wrote."""
+    files about to replace them). Training checkpoints, collections and the dequantized base are text2lora's
+    whole. A single file may be replaced only if it is a GGUF adapter text2lora wrote."""
     path = Path(path)
     if path.is_symlink():
         return [path.name]
@@ -252,6 +257,8 @@ def foreign_entries(path: str | os.PathLike, expected: set[str] | frozenset[str]
         return []
     if not path.is_dir():
         return [] if _is_t2l_gguf(path) else [path.name]
+    if _only_text2lora_writes_into(path):
+        return sorted(rel for rel, full in _walk(path) if full.is_symlink())
     listed = _read_manifest(path)
     legacy = _legacy_names(path) if listed is None else None
     ours: set[str] = set()
@@ -270,7 +277,7 @@ def foreign_entries(path: str | os.PathLike, expected: set[str] | frozenset[str]
                 foreign.append(f"{rel} (changed since text2lora wrote it)")
         elif listed is not None and rel == MANIFEST or _is_t2l_gguf(full) or _is_t2l_card(full):
             ours.add(rel)
-        elif legacy is not None and (rel in legacy or rel in expected or "*" in legacy):
+        elif legacy is not None and (rel in legacy or rel in expected):
             ours.add(rel)
         elif legacy is not None and top in legacy and (path / top).is_dir():
             if top not in subdirs:
