@@ -2,7 +2,7 @@
 
 PyTorch runs the dequantized embedded base with the adapter injected (what `t2l chat` does);
 llama.cpp (llama-cpp-python) runs the embedded Q4_1 GGUF with the same adapter written as a GGUF
-file (`save(format="gguf")`). Both decode greedily exactly --tokens new tokens (no early stop), one
+file (`formats.gguf.save_gguf`). Both decode greedily exactly --tokens new tokens (no early stop), one
 timed run each after one warm-up run; tokens/s counts new tokens over the whole call (prompt
 processing included).
 
@@ -36,7 +36,8 @@ def main() -> int:
     import torch
 
     from text2lora import TextToLoRA, apply_adapters, load_base
-    from text2lora.base import _embedded_gguf
+    from text2lora.embedded import embedded_gguf
+    from text2lora.formats.gguf import save_gguf
 
     torch.set_num_threads(args.threads)
     gen = TextToLoRA.from_pretrained()
@@ -65,8 +66,8 @@ def main() -> int:
         from llama_cpp import Llama
 
         with tempfile.TemporaryDirectory() as tmp:
-            lora = adapter.save(Path(tmp) / "adapter.gguf", format="gguf")
-            llm = Llama(model_path=str(_embedded_gguf(base.spec.name)), lora_path=str(lora), n_ctx=1024,
+            lora = save_gguf(adapter, Path(tmp) / "adapter.gguf")
+            llm = Llama(model_path=str(embedded_gguf(base.spec.name)), lora_path=str(lora), n_ctx=1024,
                         n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
 
             def cpp_run() -> list[int]:

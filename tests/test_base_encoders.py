@@ -93,10 +93,10 @@ def test_long_description_truncates_and_warns_once():
 @pytest.mark.slow
 def test_any_gguf_file_loads_and_matches_embedded(tmp_path, monkeypatch):
     """Loading the embedded GGUF by path goes through the generic GGUF route and gives the same model."""
-    from text2lora.base import EMBEDDED_BASES, _embedded_gguf
+    from text2lora.embedded import DEFAULT_BASE, EMBEDDED_BASES, embedded_gguf
 
+    path = embedded_gguf(DEFAULT_BASE)
     monkeypatch.setenv("TEXT2LORA_CACHE", str(tmp_path))
-    path = _embedded_gguf("smollm2-135m-instruct")
     by_path = load_base(str(path))
     assert by_path.spec.num_layers == 30
     monkeypatch.delenv("TEXT2LORA_CACHE")
@@ -104,4 +104,4 @@ def test_any_gguf_file_loads_and_matches_embedded(tmp_path, monkeypatch):
     ids = ref.tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         torch.testing.assert_close(by_path.model(ids).logits, ref.model(ids).logits)
-    assert "smollm2" in EMBEDDED_BASES["smollm2-135m-instruct"][1].lower()
+    assert "smollm2" in EMBEDDED_BASES[DEFAULT_BASE].filename.lower()

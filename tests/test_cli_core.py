@@ -119,7 +119,7 @@ def test_chat_one_message(tiny_ckpt, capsys):
     assert "adapter generated for: Say hi." in captured.err
     # the streamed reply is exactly the greedy reply of the base model under the same adapter
     from text2lora import TextToLoRA, load_base
-    from text2lora.chat import chat
+    from text2lora.serve.chat import chat
 
     b = load_base(base)
     adapter = TextToLoRA.from_pretrained(tiny_ckpt, base=b).generate("Say hi.")
@@ -168,12 +168,12 @@ def test_chat_engine_flags_are_checked_before_anything_loads(tmp_path, tiny_ckpt
     each, exit 2, saying what to do (no model is loaded first)."""
     import importlib.util
 
-    from text2lora import chat_llama_cpp
+    from text2lora.serve import llama_cpp
 
     assert main(["chat", "--model", str(tiny_ckpt), "--base-gguf", "x.gguf", "--message", "hi"]) == 2
     assert "--engine llama.cpp" in capsys.readouterr().err
     real = importlib.util.find_spec
-    monkeypatch.setattr(chat_llama_cpp.importlib.util, "find_spec",
+    monkeypatch.setattr(llama_cpp.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llama_cpp" else real(name, *a))
     assert main(["chat", "--model", str(tiny_ckpt), "--engine", "llama.cpp", "--message", "hi"]) == 2
     err = capsys.readouterr().err
@@ -249,7 +249,7 @@ def test_piped_chat_writes_replies_only_to_stdout(tiny_ckpt):
     """`t2l chat < questions > answers`: stdout holds the replies alone (no prompts, no help line), each the base
     model's greedy reply to that conversation; a line that is not UTF-8 is refused on stderr and skipped."""
     from text2lora import load_base
-    from text2lora.chat import chat
+    from text2lora.serve.chat import chat
 
     base = str(tiny_ckpt.parent / "tiny-llama")
     proc = subprocess.run([sys.executable, "-m", "text2lora.cli", "chat", "--model", str(tiny_ckpt), "--base", base,

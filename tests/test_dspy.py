@@ -23,7 +23,7 @@ def t2l(tmp_path_factory):
 
 def _direct(t2l, lm, adapter) -> str:
     """What the base model with ``adapter`` replies, alone, to the messages ``lm`` last sent."""
-    from text2lora.chat import chat
+    from text2lora.serve.chat import chat
 
     with t2l.engine.model_lock:
         return chat(t2l.engine.base, lm.history[-1]["messages"], adapter, max_new_tokens=N)

@@ -62,7 +62,7 @@ def family_tokenizer(family: str):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from text2lora.testing import _tokenizer_json
+    from text2lora.testing.tiny import _tokenizer_json
 
     _, template, bos, eos, pad, extra, eot = FAMILIES[family]
     assert f"{eot}" in template  # the expected token is the template's own text
@@ -179,7 +179,7 @@ def test_evaluation_decoding_stops_at_the_end_of_turn(family):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_chat_stops_at_the_end_of_turn(family):
-    from text2lora.chat import chat
+    from text2lora.serve.chat import chat
 
     base = family_base(family)
     tok = base.tokenizer

@@ -18,6 +18,8 @@ from conftest import make_base, random_adapter
 from text2lora.base import BaseSpec, ModuleSpec
 from text2lora.cli import main
 from text2lora.errors import AdapterError, ModelLoadError, OutputExistsError
+from text2lora.formats import save_adapter
+from text2lora.formats.gguf import save_gguf
 
 # llama.cpp's tensor names for Hugging Face module names (llm_build_* in llama.cpp / convert_hf_to_gguf.py)
 LLAMA_CPP_NAME = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
@@ -90,7 +92,7 @@ def test_gguf_matches_peft(tmp_path, family, rslora):
     base_gguf = write_base_gguf(tmp_path / "base.gguf", base, arch)
     adapter = random_adapter(base.spec, r=8, seed=3, alpha=16.0)
     adapter.use_rslora = rslora
-    out = adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=base_gguf)
+    out = save_gguf(adapter, tmp_path / "a.gguf", base_gguf=base_gguf)
     adapter.save(tmp_path / "peft")
 
     meta, tensors, ne = read_adapter_gguf(out)
@@ -127,7 +129,7 @@ def test_llama_q_rows_are_reordered(tmp_path):
     base = make_base("llama", ("q_proj", "v_proj"))
     base_gguf = write_base_gguf(tmp_path / "base.gguf", base, "llama")
     adapter = random_adapter(base.spec, seed=1)
-    _, tensors, _ = read_adapter_gguf(adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=base_gguf))
+    _, tensors, _ = read_adapter_gguf(save_gguf(adapter, tmp_path / "a.gguf", base_gguf=base_gguf))
     assert not np.allclose(tensors["blk.0.attn_q.weight.lora_b"], adapter.B["q_proj"][0].numpy())
     np.testing.assert_array_equal(tensors["blk.0.attn_v.weight.lora_b"], adapter.B["v_proj"][0].numpy())
     np.testing.assert_array_equal(tensors["blk.0.attn_q.weight.lora_a"], adapter.A["q_proj"][0].numpy())
@@ -141,7 +143,7 @@ def test_module_without_gguf_name_is_named(tmp_path):
                              ModuleSpec("router_proj", 32, 4, "model.layers.{layer}.mlp.router_proj")))
     adapter = random_adapter(spec)
     with pytest.raises(AdapterError, match=r"router_proj.*no tensor in llama.cpp's 'llama' GGUF layout"):
-        adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=base_gguf)
+        save_gguf(adapter, tmp_path / "a.gguf", base_gguf=base_gguf)
     assert not (tmp_path / "a.gguf").exists()
 
 
@@ -149,7 +151,7 @@ def test_base_without_gguf_says_how_to_convert(tmp_path):
     base = make_base("llama")
     adapter = random_adapter(base.spec)
     with pytest.raises(AdapterError, match=r"not available as a GGUF file.*convert_hf_to_gguf.py.*--base-gguf"):
-        adapter.save(tmp_path / "a.gguf", format="gguf")
+        save_gguf(adapter, tmp_path / "a.gguf")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -158,17 +160,17 @@ def test_wrong_base_gguf(tmp_path):
     adapter = random_adapter(base.spec)
     missing = write_base_gguf(tmp_path / "missing.gguf", base, "llama", drop="blk.1.attn_v.weight")
     with pytest.raises(AdapterError, match=r"blk\.1\.attn_v\.weight \(for v_proj\) does not exist"):
-        adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=missing)
+        save_gguf(adapter, tmp_path / "a.gguf", base_gguf=missing)
     other = make_base("llama", num_layers=3)
     three = write_base_gguf(tmp_path / "three.gguf", other, "llama")
     with pytest.raises(AdapterError, match="2 layers but base GGUF .* has 3"):
-        adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=three)
+        save_gguf(adapter, tmp_path / "a.gguf", base_gguf=three)
     unknown = write_base_gguf(tmp_path / "unknown.gguf", base, "not-an-arch")
     with pytest.raises(AdapterError, match="architecture 'not-an-arch', which llama.cpp"):
-        adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=unknown)
+        save_gguf(adapter, tmp_path / "a.gguf", base_gguf=unknown)
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file")
     with pytest.raises(ModelLoadError, match="not a readable GGUF file"):
-        adapter.save(tmp_path / "a.gguf", format="gguf", base_gguf=tmp_path / "junk.gguf")
+        save_gguf(adapter, tmp_path / "a.gguf", base_gguf=tmp_path / "junk.gguf")
     assert not (tmp_path / "a.gguf").exists()
 
 
@@ -178,18 +180,18 @@ def test_existing_output_is_kept_unless_forced(tmp_path):
     out = tmp_path / "a.gguf"
     out.write_bytes(b"user data")
     with pytest.raises(OutputExistsError, match="already exists"):
-        random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf)
+        save_gguf(random_adapter(base.spec), out, base_gguf=base_gguf)
     assert out.read_bytes() == b"user data"
     with pytest.raises(OutputExistsError, match="did not write"):  # force replaces only a GGUF text2lora wrote
-        random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf, force=True)
+        save_gguf(random_adapter(base.spec), out, base_gguf=base_gguf, force=True)
     assert out.read_bytes() == b"user data"
     out.unlink()
-    random_adapter(base.spec).save(out, format="gguf", base_gguf=base_gguf)
-    random_adapter(base.spec, seed=1).save(out, format="gguf", base_gguf=base_gguf, force=True)
+    save_gguf(random_adapter(base.spec), out, base_gguf=base_gguf)
+    save_gguf(random_adapter(base.spec, seed=1), out, base_gguf=base_gguf, force=True)
     assert read_adapter_gguf(out)[0]["general.type"] == "adapter"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     with pytest.raises(AdapterError, match="unknown adapter format 'onnx'"):
-        random_adapter(base.spec).save(tmp_path / "x", format="onnx")
+        save_adapter(random_adapter(base.spec), tmp_path / "x", "onnx")
 
 
 @pytest.fixture(scope="module")
@@ -253,11 +255,12 @@ def test_embedded_base_rows_match_its_gguf():
     """The real SmolLM2 GGUF: reordering the dequantized PyTorch q/k rows gives the file's own rows."""
     from gguf.quants import dequantize
 
-    from text2lora.base import _embedded_gguf, load_base
+    from text2lora.base import load_base
+    from text2lora.embedded import DEFAULT_BASE, embedded_gguf
     from text2lora.formats.gguf import _rope_rows
 
     base = load_base(target_modules=("q_proj", "k_proj"), device="cpu")
-    reader = gguf.GGUFReader(str(_embedded_gguf("smollm2-135m-instruct")))
+    reader = gguf.GGUFReader(str(embedded_gguf(DEFAULT_BASE)))
     t = {x.name: x for x in reader.tensors}
     cfg = base.model.config
     for name, heads in (("q_proj", cfg.num_attention_heads), ("k_proj", cfg.num_key_value_heads)):

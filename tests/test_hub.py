@@ -1,6 +1,6 @@
 """The Hugging Face Hub: generators and adapters fetched by repo id, offline, from a real Hub cache.
 
-The test writes what ``push_to_hub`` would upload, lays it out as the Hub cache does
+The test writes what :mod:`text2lora.publish` would upload, lays it out as the Hub cache does
 (``models--org--name/{blobs,refs,snapshots}``), and runs the library in a fresh process with
 ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` pointing there, so ``huggingface_hub`` resolves the
 repo ids exactly as it would after a download.
@@ -21,7 +21,8 @@ import pytest
 import torch
 from conftest import make_base, random_adapter
 
-from text2lora.hub import generator_card, is_repo_id, prepare_adapter_folder, prepare_generator_folder
+from text2lora.hub import generator_card, is_repo_id
+from text2lora.publish import prepare_adapter_folder, prepare_generator_folder
 
 COMMIT = hashlib.sha1(b"text2lora test snapshot").hexdigest()
 
@@ -81,6 +82,7 @@ def test_offline_hub_cache(tmp_path, hub_cache):
         import text2lora as t2l
         from text2lora.cli import main
         from text2lora.hub import HubError
+        from text2lora.publish import push_generator
         out = {{}}
         gen = t2l.TextToLoRA.from_pretrained("t2l-test/tiny-gen")
         out["source"] = gen.source
@@ -93,7 +95,7 @@ def test_offline_hub_cache(tmp_path, hub_cache):
         out["adapter_equal"] = all(torch.equal(ad.A[m], ref.A[m]) and torch.equal(ad.B[m], ref.B[m]) for m in ad.A)
         for what, call in (("gen", lambda: t2l.TextToLoRA.from_pretrained("t2l-test/missing")),
                            ("adapter", lambda: t2l.LoRAAdapter.load("t2l-test/missing")),
-                           ("push", lambda: gen.push_to_hub("t2l-test/new"))):
+                           ("push", lambda: push_generator(gen, "t2l-test/new"))):
             try:
                 call()
                 out[what] = None
@@ -137,7 +139,7 @@ def test_generator_card_from_config_and_run(tmp_path, hub_cache):
     losses = [2.5, 1.75, 1.875]
     (run / "metrics.csv").write_text("step,split,metric,value,time\n" + "".join(
         f"{100 * (i + 1)},val,loss,{v},0\n{100 * (i + 1)},train,loss,0.5,0\n" for i, v in enumerate(losses)))
-    card = generator_card(cfg, run / "best", "org/demo")
+    card = generator_card(cfg, "tiny-llama", run / "best", "org/demo")
     assert "- boolq\n- arc_easy" in card and "steps: 300" in card
     assert f"| loss | {min(losses):.4f} |" in card and "0.5000" not in card
 

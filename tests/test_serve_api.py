@@ -32,7 +32,7 @@ def server(tmp_path_factory):
 
 def _alone(srv, messages, adapter) -> str:
     """The reply of ``adapter`` alone, outside the server (holding the model lock the batcher uses)."""
-    from text2lora.chat import chat
+    from text2lora.serve.chat import chat
 
     with srv.engine.model_lock:
         return chat(srv.engine.base, messages, adapter, max_new_tokens=N)

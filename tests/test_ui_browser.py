@@ -95,7 +95,7 @@ def test_generate_then_chat_with_base_and_adapted_side_by_side(ui_url, browser, 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from text2lora.chat import chat
+    from text2lora.serve.chat import chat
 
     ui_url, base, gen = ui_url
 

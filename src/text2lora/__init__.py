@@ -3,7 +3,7 @@
 Public API::
 
     import text2lora as t2l
-    base = t2l.load_base("smollm2-135m-instruct")
+    base = t2l.load_base()                            # the embedded default, t2l.DEFAULT_BASE
     gen = t2l.TextToLoRA.from_pretrained()            # shipped default generator
     adapter = gen.generate("Answer math word problems step by step.")
     adapter.save("my_lora")                           # a standard PEFT adapter directory
@@ -11,15 +11,15 @@ Public API::
         logits = base.model(input_ids).logits
 """
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
 
 # Public names -> the module that defines them, imported on first use: ``import text2lora.cli`` (the ``t2l``
 # command) starts without torch, so Ctrl-C during start-up reaches the CLI's handler and ``--help`` is quick.
 _LAZY = {
     "VLLM_RANKS": "adapter", "AdapterBatch": "adapter", "LoRAAdapter": "adapter",
-    "DEFAULT_BASE": "base", "BaseModel": "base", "BaseSpec": "base", "ModuleSpec": "base", "load_base": "base",
+    "DEFAULT_BASE": "embedded", "BaseModel": "base", "BaseSpec": "base", "ModuleSpec": "base", "load_base": "base",
     "EncoderSpec": "encoders", "load_encoder": "encoders",
     "T2LError": "errors",
     "TextToLoRA": "generator",
@@ -35,7 +35,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .adapter import VLLM_RANKS, AdapterBatch, LoRAAdapter
-    from .base import DEFAULT_BASE, BaseModel, BaseSpec, ModuleSpec, load_base
+    from .base import BaseModel, BaseSpec, ModuleSpec, load_base
+    from .embedded import DEFAULT_BASE
     from .encoders import EncoderSpec, load_encoder
     from .errors import T2LError
     from .generator import TextToLoRA

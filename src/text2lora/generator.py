@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ._io import atomic_dir, atomic_write_json, file_digest, read_json
+from ._version import __version__
 from .adapter import AdapterBatch, LoRAAdapter
 from .base import BaseModel, BaseSpec
 from .encoders import Encoder, EncoderSpec, check_descriptions, load_encoder, unreadable_reasons
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_GENERATOR_DIR = Path(__file__).parent / "resources" / "generators" / "default"
 """Where the shipped trained generator lives inside the installed package."""
+_REINSTALL = ("reinstall text2lora from the wheel it came from (`pip install --force-reinstall --no-deps "
+              "text_to_lora-*.whl`) or, in a clone, restore the files with `git restore src/text2lora/resources`")
 
 
 def upgrade_config(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -38,7 +41,7 @@ def upgrade_config(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     version = int(cfg.get("format_version", 0))
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer text2lora (format {version}, this one reads "
-                              f"up to {FORMAT_VERSION}); upgrade with: pip install -U text-to-lora")
+                              f"up to {FORMAT_VERSION}: version {__version__}); install a newer text2lora")
     if version < 1:
         raise CheckpointError(f"{path} has no format_version; it is not a text2lora generator checkpoint")
     known = HyperConfig.__dataclass_fields__
@@ -163,8 +166,6 @@ class TextToLoRA(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def config_dict(self) -> dict[str, Any]:
-        from . import __version__
-
         return {"format_version": FORMAT_VERSION, "library_version": __version__,
                 "base": self.base_spec.to_dict(), "encoder": self.encoder_spec.to_dict(),
                 "hyper": self.hyper_config.to_dict()}
@@ -203,9 +204,8 @@ class TextToLoRA(nn.Module):
         path = Path(path) if path is not None else DEFAULT_GENERATOR_DIR
         cfg_path, w_path = path / "config.json", path / "model.safetensors"
         if shipped and not (cfg_path.is_file() and w_path.is_file()):
-            raise CheckpointError(f"the shipped default generator is missing from {path}; reinstall with "
-                                  "`pip install --force-reinstall text-to-lora`, or pass a checkpoint "
-                                  "(--model DIR) made with `t2l init` / `t2l train`")
+            raise CheckpointError(f"the shipped default generator is missing from {path}; {_REINSTALL}; or pass "
+                                  "a checkpoint (--model DIR) made with `t2l init` / `t2l train`")
         if not path.exists():
             raise CheckpointError(f"generator checkpoint {path} does not exist; pass a directory written by "
                                   "`t2l init` or `t2l train`")
@@ -225,8 +225,7 @@ class TextToLoRA(nn.Module):
         except CheckpointError as e:
             if not shipped:
                 raise
-            raise CheckpointError(f"{e} (the shipped default generator: reinstall with "
-                                  "`pip install --force-reinstall text-to-lora`)") from None
+            raise CheckpointError(f"{e} (the shipped default generator: {_REINSTALL})") from None
         want = base.spec if isinstance(base, BaseModel) else base
         if want is not None and not (want.name == spec.name and want.same_shapes(spec)):
             raise CheckpointError(f"generator {path} was made for base model {spec.name!r}, not {want.name!r}; "
@@ -235,7 +234,7 @@ class TextToLoRA(nn.Module):
         try:
             state = load_file(str(w_path))
         except (SafetensorError, OSError) as e:
-            hint = " reinstall with `pip install --force-reinstall text-to-lora`" if shipped else ""
+            hint = f" {_REINSTALL}" if shipped else ""
             raise CheckpointError(f"{w_path} is corrupt ({e});{hint or ' re-save or re-download it'}") from None
         missing, unexpected = gen.hypernet.load_weights(state)
         if missing or unexpected:
@@ -254,12 +253,6 @@ class TextToLoRA(nn.Module):
         if device is not None:
             gen.to(device)
         return gen
-
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
-        """Upload this generator with a model card to the Hugging Face Hub; returns the repo URL."""
-        from .hub import push_generator
-
-        return push_generator(self, repo_id, private=private, token=token)
 
     # ------------------------------------------------------------------ generation
     @property

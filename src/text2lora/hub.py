@@ -1,28 +1,24 @@
-"""The Hugging Face Hub: fetch generators and adapters by repo id, publish them with a model card.
+"""The Hugging Face Hub: download and upload folders, and write model cards from plain data.
 
-The only module that talks to the network for checkpoints. ``TextToLoRA.from_pretrained("org/name")``
-and ``LoRAAdapter.load("org/name")`` call :func:`download` when the argument is not an existing
-local path but looks like a repo id; ``push_to_hub`` on both calls :func:`push_generator` /
-:func:`push_adapter`. Downloads go through ``huggingface_hub.snapshot_download``, so the Hub cache
-(``HF_HUB_CACHE``), offline mode (``HF_HUB_OFFLINE=1``) and tokens (``HF_TOKEN``, ``hf auth login``)
-work as everywhere else in the ecosystem.
+The only module that talks to the network for checkpoints, and a leaf: it imports nothing of text2lora but
+the errors and the file helpers. ``TextToLoRA.from_pretrained("org/name")`` and ``LoRAAdapter.load("org/name")``
+call :func:`download` when the argument is not an existing local path but looks like a repo id;
+:mod:`text2lora.publish` saves a generator or an adapter into a folder with a card and calls :func:`upload`.
+Downloads go through ``huggingface_hub.snapshot_download``, so the Hub cache (``HF_HUB_CACHE``), offline
+mode (``HF_HUB_OFFLINE=1``) and tokens (``HF_TOKEN``, ``hf auth login``) work as everywhere else in the
+ecosystem.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
 from .errors import T2LError
 
-if TYPE_CHECKING:
-    from .adapter import LoRAAdapter
-    from .generator import TextToLoRA
-
-__all__ = ["HubError", "is_repo_id", "download", "push_generator", "push_adapter", "generator_card", "adapter_card"]
+__all__ = ["HubError", "is_repo_id", "download", "upload", "generator_card", "adapter_card"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -66,7 +62,9 @@ def download(repo_id: str, revision: str | None = None, what: str = "generator c
                        f"retry, or {local_hint}") from None
 
 
-def _upload(folder: Path, repo_id: str, private: bool | None, token: str | None, message: str) -> str:
+def upload(folder: Path, repo_id: str, private: bool | None = None, token: str | None = None,
+           message: str = "Upload from text2lora") -> str:
+    """Create ``repo_id`` on the Hub if needed and upload everything in ``folder``; returns the repo URL."""
     from huggingface_hub import create_repo, upload_folder
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -116,25 +114,24 @@ def _run_summary(run: Path) -> tuple[dict[str, Any], dict[str, float]]:
     return (recipe if isinstance(recipe, dict) else {}), best
 
 
-def _base_id(base: dict[str, Any]) -> str:
-    from .base import upstream_id
+def _front_matter(library: str, tags: Sequence[str], base_id: str) -> list[str]:
+    front = ["---", f"library_name: {library}", "tags:", *(f"- {t}" for t in tags)]
+    if "/" in base_id and not base_id.startswith(("/", ".")):
+        front.append(f"base_model: {base_id}")
+    return [*front, "---"]
 
-    return upstream_id(str(base.get("name", "unknown")))
 
-
-def generator_card(config: dict[str, Any], checkpoint: Path | None = None, repo_id: str | None = None) -> str:
-    """A model card (README.md) for a generator checkpoint, written from its ``config.json``.
+def generator_card(config: dict[str, Any], base_id: str, checkpoint: Path | None = None,
+                   repo_id: str | None = None) -> str:
+    """A model card (README.md) for a generator checkpoint, written from its ``config.json`` and the Hugging
+    Face id of its base (``base_id``).
 
     When the checkpoint sits in a ``t2l train`` run directory, the recipe's training data and the
     best validation metrics are added.
     """
     base, enc, hyper = config.get("base", {}), config.get("encoder", {}), config.get("hyper", {})
-    base_id = _base_id(base)
     modules = ", ".join(m["name"] for m in base.get("modules", []))
-    front = ["---", "library_name: text2lora", "tags:", "- text-to-lora", "- lora", "- hypernetwork"]
-    if "/" in base_id and not base_id.startswith(("/", ".")):
-        front.append(f"base_model: {base_id}")
-    front.append("---")
+    front = _front_matter("text2lora", ("text-to-lora", "lora", "hypernetwork"), base_id)
     name = repo_id or (checkpoint.name if checkpoint else "generator")
     lines = [*front, "", f"# {name}", "",
              "A Text-to-LoRA generator: it turns a task description into a LoRA adapter for its base model "
@@ -162,68 +159,24 @@ def generator_card(config: dict[str, Any], checkpoint: Path | None = None, repo_
     lines += ["## Use", "", "```bash", "pip install text-to-lora",
               f"t2l generate --model {repo_id or 'ORG/NAME'} \"Answer yes or no questions about a passage.\" "
               "--out my_lora", "```", "",
-              "```python", "import text2lora as t2l",
+              "```python", "import text2lora as t2l", "from text2lora.formats.gguf import save_gguf",
               f"gen = t2l.TextToLoRA.from_pretrained(\"{repo_id or 'ORG/NAME'}\")",
               "adapter = gen.generate(\"Answer yes or no questions about a passage.\")",
               "adapter.save(\"my_lora\")                    # PEFT directory",
-              "adapter.save(\"my_lora.gguf\", format=\"gguf\")  # llama.cpp / Ollama adapter", "```", ""]
+              "save_gguf(adapter, \"my_lora.gguf\")          # llama.cpp / Ollama adapter", "```", ""]
     return "\n".join(lines)
 
 
-def adapter_card(adapter: "LoRAAdapter", repo_id: str | None = None) -> str:
-    """A model card (README.md) for one generated adapter."""
-    base_id = _base_id(adapter.base.to_dict())
-    front = ["---", "library_name: peft", "tags:", "- text-to-lora", "- lora"]
-    if "/" in base_id and not base_id.startswith(("/", ".")):
-        front.append(f"base_model: {base_id}")
-    front.append("---")
-    desc = adapter.description or "(no description recorded)"
-    gen = adapter.meta.get("generator") or "?"
+def adapter_card(description: str, base_id: str, modules: Sequence[str], rank: int, alpha: float,
+                 use_rslora: bool = False, generator: str = "", repo_id: str | None = None) -> str:
+    """A model card (README.md) for one generated adapter: its description, base (Hugging Face id), adapted
+    modules, rank, alpha and the generator that made it."""
+    front = _front_matter("peft", ("text-to-lora", "lora"), base_id)
+    desc = description or "(no description recorded)"
     return "\n".join([*front, "", f"# {repo_id or 'text2lora adapter'}", "",
                       "A LoRA adapter generated by Text-to-LoRA from this task description:", "", f"> {desc}", "",
-                      f"- base model: {base_id}", f"- modules: {', '.join(adapter.A)}",
-                      f"- rank {adapter.r}, alpha {adapter.alpha}{' (rsLoRA)' if adapter.use_rslora else ''}",
-                      f"- generator: {gen}", "",
+                      f"- base model: {base_id}", f"- modules: {', '.join(modules)}",
+                      f"- rank {rank}, alpha {alpha}{' (rsLoRA)' if use_rslora else ''}",
+                      f"- generator: {generator or '?'}", "",
                       "Load it with PEFT (`PeftModel.from_pretrained(base, REPO)`) or "
                       "`text2lora.LoRAAdapter.load(REPO)`.", ""])
-
-
-# ---------------------------------------------------------------------------- push
-
-
-def push_generator(gen: "TextToLoRA", repo_id: str, private: bool | None = None, token: str | None = None,
-                   commit_message: str = "Upload Text-to-LoRA generator") -> str:
-    """Upload a generator (``config.json`` + ``model.safetensors`` + README.md card); returns the repo URL."""
-    with tempfile.TemporaryDirectory(prefix="t2l-push-") as tmp:
-        folder = prepare_generator_folder(gen, Path(tmp) / "repo", repo_id)
-        return _upload(folder, repo_id, private, token, commit_message)
-
-
-def prepare_generator_folder(gen: "TextToLoRA", folder: Path, repo_id: str | None = None) -> Path:
-    """Write what :func:`push_generator` uploads: the checkpoint plus its model card."""
-    from ._io import atomic_write_text
-
-    gen.save_pretrained(folder)
-    source = Path(gen.source) if gen.source else None
-    atomic_write_text(folder / "README.md", generator_card(gen.config_dict(), source, repo_id))
-    return folder
-
-
-def push_adapter(adapter: "LoRAAdapter", repo_id: str, private: bool | None = None, token: str | None = None,
-                 gguf: bool = False, commit_message: str = "Upload Text-to-LoRA adapter") -> str:
-    """Upload an adapter as a PEFT directory with a model card (and ``adapter.gguf`` with ``gguf``)."""
-    with tempfile.TemporaryDirectory(prefix="t2l-push-") as tmp:
-        folder = prepare_adapter_folder(adapter, Path(tmp) / "repo", repo_id, gguf=gguf)
-        return _upload(folder, repo_id, private, token, commit_message)
-
-
-def prepare_adapter_folder(adapter: "LoRAAdapter", folder: Path, repo_id: str | None = None,
-                           gguf: bool = False) -> Path:
-    """Write what :func:`push_adapter` uploads."""
-    from ._io import atomic_write_text
-
-    adapter.save(folder)
-    if gguf:
-        adapter.save(folder / "adapter.gguf", format="gguf")
-    atomic_write_text(folder / "README.md", adapter_card(adapter, repo_id))
-    return folder

@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="t2l", description="Text-to-LoRA: generate LoRA adapters from task descriptions.")
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"text2lora {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",

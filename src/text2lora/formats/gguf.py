@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from .._io import GGUF_PROVENANCE_KEY, atomic_file, check_replaceable
+from .._version import __version__
+from ..embedded import EMBEDDED_BASES, embedded_gguf
 from ..errors import AdapterError, ModelLoadError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -103,14 +105,12 @@ def find_base_gguf(base: "BaseSpec | str") -> Path:
     """The GGUF file of a base (spec or name): the embedded default's, or the ``.gguf`` it was loaded from.
 
     Any other base (a Hugging Face id or directory) must be converted by the user first.
-    ``find_base_gguf("smollm2-135m-instruct")`` is the file to pass to llama.cpp as ``-m``.
+    ``find_base_gguf(DEFAULT_BASE)`` is the file to pass to llama.cpp as ``-m``.
     """
-    from ..base import EMBEDDED_BASES, _embedded_gguf
-
     name = base if isinstance(base, str) else base.name
     for key, entry in EMBEDDED_BASES.items():
-        if name in (key, entry[2]):  # the embedded name, or its upstream id (adapters made elsewhere)
-            return _embedded_gguf(key)
+        if name in (key, entry.upstream):  # the embedded name, or its upstream id (adapters made elsewhere)
+            return embedded_gguf(key)
     p = Path(name).expanduser()
     if p.suffix == ".gguf":
         if p.is_file():
@@ -205,8 +205,6 @@ def gguf_tensors(adapter: "LoRAAdapter", base: GGUFBase) -> dict[str, np.ndarray
 
 
 def _provenance(adapter: "LoRAAdapter") -> str:
-    from .. import __version__
-
     meta = {k: v for k, v in adapter.meta.items() if isinstance(v, (str, int, float, bool, list, type(None)))}
     return json.dumps({**meta, "library_version": __version__, "base": adapter.base.to_dict(),
                        "r": adapter.r, "lora_alpha": adapter.alpha, "use_rslora": adapter.use_rslora,

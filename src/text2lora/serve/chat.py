@@ -1,4 +1,6 @@
-"""Chat with a base model, optionally under a LoRA adapter, streaming tokens as they come."""
+"""Chat with a base model in PyTorch, optionally under a LoRA adapter, streaming tokens as they come (``t2l chat``;
+the server and the UI generate through :mod:`text2lora.serve.batcher`, llama.cpp through
+:mod:`text2lora.serve.llama_cpp`)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ from typing import Iterator
 
 import torch
 
-from .adapter import LoRAAdapter
-from .base import BaseModel
-from .inject import apply_adapters
+from ..adapter import LoRAAdapter
+from ..base import BaseModel
+from ..inject import apply_adapters
 
 __all__ = ["stream_chat", "chat"]
 

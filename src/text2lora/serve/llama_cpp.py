@@ -2,7 +2,7 @@
 
 The faster CPU path of ``t2l chat --engine llama.cpp``. The prompt is rendered and tokenised exactly as the
 PyTorch path does (:meth:`BaseModel.chat_prompt`, the base's own tokenizer), the adapter is written with
-``LoRAAdapter.save(format="gguf")`` into a private temporary directory, and llama-cpp-python
+:func:`~text2lora.formats.gguf.save_gguf` into a private temporary directory, and llama-cpp-python
 (``pip install llama-cpp-python``, or ``T2L_LLAMA_CPP=1 bash scripts/setup.sh``) decodes. An answer ends
 at the same end-of-answer ids as everywhere else (:attr:`BaseModel.end_ids`).
 """
@@ -15,9 +15,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
-from .adapter import LoRAAdapter
-from .base import BaseModel
-from .errors import ConfigError
+from ..adapter import LoRAAdapter
+from ..base import BaseModel
+from ..errors import ConfigError
+from ..formats.gguf import find_base_gguf, read_base, save_gguf
 
 __all__ = ["LlamaCppChat", "require_llama_cpp"]
 
@@ -44,8 +45,6 @@ class LlamaCppChat:
 
     def __init__(self, base: BaseModel, base_gguf: str | Path | None = None, n_threads: int | None = None,
                  n_ctx: int = 0):
-        from .formats.gguf import find_base_gguf, read_base
-
         require_llama_cpp()
         self.base = base
         self.gguf = Path(base_gguf) if base_gguf is not None else find_base_gguf(base.spec)
@@ -78,7 +77,7 @@ class LlamaCppChat:
         if adapter is not None:
             lora = Path(self._tmp.name) / f"{key}.gguf"
             if not lora.exists():
-                adapter.save(lora, format="gguf", base_gguf=self.gguf)
+                save_gguf(adapter, lora, base_gguf=self.gguf)
         while len(self._loaded) >= 2:  # free the least recently used model before loading another
             self._loaded.popitem(last=False)
         llm = Llama(model_path=str(self.gguf), lora_path=str(lora) if lora else None, n_ctx=self.n_ctx,

@@ -459,7 +459,7 @@ def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api
     """The FastAPI application serving ``engine``; with ``api_key``, every request but ``/health`` (the
     ``/v1`` API, ``/docs``, ``/openapi.json``) must carry ``Authorization: Bearer <api_key>`` (what OpenAI
     clients send), else 401."""
-    from .. import __version__
+    from .._version import __version__
 
     app = FastAPI(title="text2lora", version=__version__, lifespan=_lifespan,
                   description="OpenAI-compatible server that generates LoRA adapters from task descriptions.")

@@ -86,7 +86,7 @@ class _UIState:
 
 def _llama_cpp_sides(cpp: Any, lock: threading.Lock, sides: list[tuple[str, list, Any]], max_new_tokens: int,
                      q: queue.Queue, stop: threading.Event) -> None:
-    """Stream each side's reply from ``cpp`` (a :class:`~text2lora.chat_llama_cpp.LlamaCppChat`), one side
+    """Stream each side's reply from ``cpp`` (a :class:`~text2lora.serve.llama_cpp.LlamaCppChat`), one side
     after the other, as ``(side, Event)`` pairs on ``q``, the way the batcher reports them."""
     from .batcher import Event
 
@@ -105,7 +105,7 @@ def _llama_cpp_sides(cpp: Any, lock: threading.Lock, sides: list[tuple[str, list
 
 def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) -> Any:
     """The Gradio Blocks app for ``engine`` (not launched). With ``llama_cpp`` (a
-    :class:`~text2lora.chat_llama_cpp.LlamaCppChat`) the chats run in llama.cpp instead of the batcher."""
+    :class:`~text2lora.serve.llama_cpp.LlamaCppChat`) the chats run in llama.cpp instead of the batcher."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
