@@ -114,14 +114,14 @@ def test_other_exceptions_are_bugs_not_user_errors(monkeypatch, tmp_path):
 
 def test_keyboard_interrupt_in_train_and_eval_is_130(monkeypatch, capsys, tmp_path):
     """Ctrl-C inside train or eval (here raised where their work starts) is one line and exit 130."""
-    import text2lora.data as data
+    import text2lora.eval.runner as runner
     import text2lora.train.sft as sft
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sft, "train_sft", interrupted)
-    monkeypatch.setattr(data, "resolve_tasks", interrupted)  # where `t2l eval run` looks it up
+    monkeypatch.setattr(runner, "resolve_eval_tasks", interrupted)  # where `t2l eval run` starts its work
     root = Path(__file__).resolve().parents[1]
     assert main(["train", "sft", str(root / "configs" / "tiny_sft.yaml"), "--out", str(tmp_path / "run")]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "t2l: interrupted"

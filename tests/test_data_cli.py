@@ -23,7 +23,17 @@ def test_fetch_list_show(cache, capsys, monkeypatch):  # noqa: F811
 
     real = catalog.bigbench_descriptions
     monkeypatch.setattr(catalog, "bigbench_descriptions", lambda folder=None: real(folder or BB_DESCS))
+    # `all` builds the default collections; evals and reasoning have their own tests (their packages are not
+    # in this fixture cache), and BIG-bench is optional, fetched by name
+    built = []
+    real_build = catalog.build_collection
+    monkeypatch.setattr(catalog, "DEFAULT_COLLECTIONS", ("benchmarks", "olmo", "worked", "programs"))
+    import text2lora.data as data
+
+    monkeypatch.setattr(data, "build_collection", lambda name, **kw: built.append(name) or real_build(name, **kw))
     assert main(["data", "fetch", "all", "--quiet", "--max-examples", "50"]) == 0
+    assert built == ["benchmarks", "olmo", "worked", "programs"]
+    assert main(["data", "fetch", "bigbench", "--quiet", "--max-examples", "50"]) == 0
     out = capsys.readouterr().out
     assert "benchmarks: 10 tasks" in out and "bigbench: 4 tasks, 200 examples" in out and "1 decontaminated" in out
     assert main(["data", "list"]) == 0

@@ -142,7 +142,8 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
     data = run.metrics_path.read_bytes()
     run.metrics_path.write_bytes(data[: data.rindex(b"2.0") + 1])  # killed while appending step 3: "3,train,loss,2"
     resumed = RunDir.open(tmp_path / "run", cfg, resume=True)
-    resumed.truncate_metrics(3)  # what the loop does on resume (the checkpoint was step 3 here)
+    with pytest.warns(UserWarning, match="torn"):  # the resume says what it dropped
+        resumed.truncate_metrics(3)  # what the loop does on resume (the checkpoint was step 3 here)
     assert resumed.read_metrics("train", "loss") == [(1, "train", "loss", 2.5), (2, "train", "loss", 2.25)]
     assert run.metrics_path.read_bytes().endswith(b"\n")
     resumed.log(3, "train", {"loss": 2.0})  # appended on a line of its own
