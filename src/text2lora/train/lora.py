@@ -14,6 +14,8 @@ is ``RUN_DIR/best/`` (validated on held-out tasks, or on the training tasks' val
 
 from __future__ import annotations
 
+import warnings
+
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +43,9 @@ def _peft(base: BaseModel, cfg: LoRAConfig, init: LoRAAdapter | None) -> nn.Modu
     torch.manual_seed(cfg.seed)
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
                       bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(base.model, lcfg)
+    with warnings.catch_warnings():  # PEFT asks transformers a question transformers has renamed; nothing to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(base.model, lcfg)
     if init is not None:
         if init.r != cfg.rank or set(init.A) != set(cfg.target_modules):
             raise AdapterError(f"--init-from adapter has rank {init.r} and modules {sorted(init.A)}, but the recipe "
