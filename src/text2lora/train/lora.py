@@ -14,9 +14,8 @@ is ``RUN_DIR/best/`` (validated on held-out tasks, or on the training tasks' val
 
 from __future__ import annotations
 
-import warnings
-
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
