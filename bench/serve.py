@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_out_arg, print_table, write_json  # noqa: E402
+from text2lora.embedded import DEFAULT_BASE  # noqa: E402
 
 TASKS = [
     "Answer grade-school math word problems step by step.", "Translate English sentences into French.",
@@ -383,7 +384,7 @@ def main() -> int:
     ap.add_argument("--generator", choices=["random", "shipped"], default="random",
                     help="adapters from random heads (long answers; default) or the shipped generator")
     ap.add_argument("--misses", type=int, default=8, help="new descriptions for the miss/hit latency")
-    ap.add_argument("--base", default="smollm2-135m-instruct", help="base model")
+    ap.add_argument("--base", default=DEFAULT_BASE, help=f"base model (default {DEFAULT_BASE})")
     ap.add_argument("--batch-wait-ms", type=float, default=None,
                     help="the server's batching window (default 25; with --adversarial 400)")
     ap.add_argument("--threads", type=int, default=None,

@@ -115,7 +115,7 @@ def _alone(engine, adapter, prompt="Tell me about the sea."):
 def test_a_client_name_cannot_take_the_id_of_another_description(server):
     """The reproduction: register BANANA under the id derived for VICTIM; VICTIM's requests then got BANANA."""
     from text2lora.adapter import LoRAAdapter
-    from text2lora.serve.cache import adapter_id_for, same_weights
+    from text2lora.serve.store import adapter_id_for, same_weights
 
     eng, gen = server.engine, server.engine.gen
     victim_id = adapter_id_for(VICTIM, eng.store.gen_digest)
@@ -138,7 +138,7 @@ def test_a_client_name_cannot_take_the_id_of_another_description(server):
 
 def test_a_cache_entry_is_compared_with_the_description_on_every_hit(server):
     """Were an entry under a description's id ever to hold another description's adapter, it is not served."""
-    from text2lora.serve.cache import adapter_id_for
+    from text2lora.serve.store import adapter_id_for
 
     store, gen = server.engine.store, server.engine.gen
     desc = "Answer questions about rivers."
@@ -183,7 +183,7 @@ def test_a_squatted_directory_is_not_served_after_a_restart(tiny, tmp_path):
     victim's description and the generator, with BANANA's weights: the restarted server serves the victim
     the generator's own adapter and leaves the directory alone."""
     from text2lora.adapter import LoRAAdapter
-    from text2lora.serve.cache import adapter_id_for, generator_digest
+    from text2lora.serve.store import adapter_id_for, generator_digest
 
     root, base, gen = tiny
     gd = generator_digest(gen)
@@ -207,7 +207,7 @@ def test_a_named_directory_is_verified_before_it_is_served(tiny, tmp_path):
     """Named directories: served when they hold what the generator makes for the description they name
     (a restart), refused (404, saying why) when the weights, the generator or the name do not fit."""
     from text2lora import TextToLoRA
-    from text2lora.serve.cache import generator_digest
+    from text2lora.serve.store import generator_digest
 
     root, base, gen = tiny
     gd = generator_digest(gen)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from text2lora.cli import _jobs, main
+from text2lora.cli import _busy, main
 
 
 @pytest.fixture
@@ -38,13 +38,13 @@ def test_second_heavy_job_warns_and_stale_entries_go(cache, capsys):
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert _jobs.other_jobs() == [] and list(cache.iterdir()) == []
+    assert _busy.other_jobs() == [] and list(cache.iterdir()) == []
 
 
 def test_registered_entry_names_the_command(cache):
-    with _jobs.registered(["train", "sft", "a.yaml"]):
+    with _busy.registered(["train", "sft", "a.yaml"]):
         (entry,) = cache.iterdir()
         info = json.loads(entry.read_text())
         assert info["command"] == "t2l train sft a.yaml" and info["pid"] > 0
-        assert _jobs.other_jobs() == []  # itself is not "another" job
+        assert _busy.other_jobs() == []  # itself is not "another" job
     assert list(cache.iterdir()) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from text2lora.cli import _jobs, build_parser, main
+from text2lora.cli import _busy, build_parser, main
 
 TASKS = str(Path(__file__).parent / "fixtures" / "data" / "user" / "tasks.jsonl")
 
@@ -32,7 +32,7 @@ def test_each_subcommand_parses_its_arguments(argv, func, fields):
     assert args.eval_command == argv[0] and args.func.__name__ == func
     assert {k: getattr(args, k) for k in fields} == fields
     # only the subcommands that read results are light (no busy-CPU warning, no job registration)
-    assert _jobs.is_heavy(args) is (argv[0] in ("run", "paired"))
+    assert _busy.is_heavy(args) is (argv[0] in ("run", "paired"))
 
 
 @pytest.mark.parametrize("argv", [["report"], ["compare", "a"], ["paired", "D", "a"], ["table"],
@@ -67,7 +67,7 @@ def test_the_old_flag_forms_are_aliases():
     assert (args.benchmarks, args.conditions, args.limit) == ("arc_easy", "base", 3)
     assert _parse("--table", "D", "-c", "base").table == "D"
     assert _parse("--paired", "D", "a", "b").paired == ["D", "a", "b"]
-    assert not _jobs.is_heavy(_parse("--compare", "a", "b")) and _jobs.is_heavy(_parse("-b", "boolq"))
+    assert not _busy.is_heavy(_parse("--compare", "a", "b")) and _busy.is_heavy(_parse("-b", "boolq"))
 
 
 @pytest.fixture(scope="module")

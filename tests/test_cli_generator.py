@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -21,13 +22,50 @@ def _subcommands():
 
 
 def test_every_subcommand_has_help(capsys):
+    """Each subcommand is described in `t2l --help` (a one-line help) and in its own --help (a description), and
+    every one of its flags and arguments has a help text."""
+    listing = next(a for a in build_parser()._actions if a.dest == "command")
+    one_line = {a.dest: a.help for a in listing._choices_actions}
     for name, sub in _subcommands().items():
         with pytest.raises(SystemExit) as e:
             main([name, "--help"])
         assert e.value.code == 0
-        out = capsys.readouterr().out
-        assert out.startswith(f"usage: t2l {name}") and len(out) > 80, name
-        assert sub.description or sub.format_help()
+        assert capsys.readouterr().out.startswith(f"usage: t2l {name}")
+        assert one_line.get(name) and sub.description, name
+        flags = [a for a in sub._actions if not isinstance(a, argparse._SubParsersAction)]  # subcommands: listed
+        assert all(a.help for a in flags), [(name, a.dest) for a in flags if not a.help]
+
+
+def test_flags_take_their_defaults_and_help_from_the_library_configs(capsys):
+    """`t2l init`, `eval run`, `watch` and `serve` build with no flag given exactly the library's default config,
+    and each config flag's help is its field's docstring."""
+    import dataclasses
+
+    from text2lora.cli._args import config_from_args, field_docs
+    from text2lora.cli.generator import INIT_FIELDS
+    from text2lora.embedded import DEFAULT_BASE, DEFAULT_TARGET_MODULES
+    from text2lora.eval.runner import EvalConfig
+    from text2lora.eval.watch import WatchConfig
+    from text2lora.hypernet import HyperConfig
+    from text2lora.serve.engine import EngineConfig
+
+    parse = build_parser().parse_args
+    init = parse(["init", "--out", "x"])
+    assert {k: getattr(init, k) for k in INIT_FIELDS} == {k: getattr(HyperConfig(), k) for k in INIT_FIELDS}
+    assert (init.base, init.target_modules.split(",")) == (DEFAULT_BASE, list(DEFAULT_TARGET_MODULES))
+    assert config_from_args(EvalConfig, parse(["eval", "run"])) == EvalConfig()
+    assert config_from_args(WatchConfig, parse(["watch", "R"]), run_dir="R") == WatchConfig(run_dir="R")
+    assert config_from_args(EngineConfig, parse(["serve"])) == EngineConfig()
+    changed = config_from_args(EvalConfig, parse(["eval", "run", "-b", "boolq,piqa", "--no-shared-context"]))
+    assert (changed.benchmarks, changed.shared_context) == (["boolq", "piqa"], False)
+    for argv, cls in ((["init"], HyperConfig), (["eval", "run"], EvalConfig), (["serve"], EngineConfig)):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        shown = "".join(capsys.readouterr().out.split())  # wrapped anywhere, hyphenated words included
+        for f in dataclasses.fields(cls):
+            doc = field_docs(cls).get(f.name)
+            if f"--{f.name.replace('_', '-')}" in shown:
+                assert doc and "".join(doc.split()) in shown, (argv, f.name)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +96,10 @@ def test_generate_one_and_many(tmp_path, tiny_ckpt, capsys):
 def test_info_and_init_output(tiny_ckpt, capsys):
     assert main(["info", str(tiny_ckpt)]) == 0
     out = capsys.readouterr().out
-    assert "head size:   M, input width 32" in out and "output heads" in out and "total" in out
+    flat = " ".join(out.split())
+    assert "head size: M, input width 32" in flat and "output heads" in out and "total" in out
     # the checkpoint's head_in (32) is not t2l init's default (512): said, with the ratio of output-head weights
-    assert "note:        head_in 32, not the 512 of a fresh `t2l init`: 16x fewer output-head weights" in out
+    assert "head_in 32, not the 512 of a fresh `t2l init`: 16x fewer output-head weights" in flat
 
     def heads(text):
         return int(next(ln for ln in text.splitlines() if ln.strip().startswith("output heads")).split()[-1]
@@ -268,7 +307,7 @@ class _Terminal(io.StringIO):
 
 
 def test_waiting_indicator_shows_until_the_first_piece_on_a_terminal_only():
-    from text2lora.cli.core import waiting
+    from text2lora.cli.chat import waiting
 
     def slow():
         time.sleep(0.5)

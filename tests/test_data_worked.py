@@ -169,7 +169,7 @@ def test_the_problems_do_not_depend_on_the_layout(monkeypatch):
 
 
 def test_the_same_steps_come_in_several_wordings(records):
-    # one sentence pattern per step teaches adapters the sentences (docs/RESULTS.md section 23): each sign,
+    # one sentence pattern per step teaches adapters the sentences (docs/lab/LOG.md section 23): each sign,
     # the two ways to write money and the connectives all occur, and a reworded solution holds the same
     # numbers in the same order as the kind's own words
     import random

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_base
 from text2lora.data import Example, TaskRecord
 from text2lora.errors import ConfigError
-from text2lora.eval import labelled
+from text2lora.eval import mc_labels
 from text2lora.eval.conditions import ConditionResolver, parse_condition
 from text2lora.eval.report import markdown_table, paired_difference, summarize
 from text2lora.eval.runner import EvalConfig, run_eval
@@ -31,49 +31,49 @@ def _task() -> TaskRecord:
 
 
 def test_labels_are_letters_except_for_yes_no_questions():
-    assert labelled.choice_labels(["Mercury", "Venus", "Earth"]) == ["A", "B", "C"]
-    assert labelled.choice_labels(["eggplant", "toaster"]) == ["A", "B"]  # WinoGrande's one-word options
-    assert labelled.choice_labels(["yes", "No"]) == ["yes", "no"]
-    assert labelled.choice_labels(["True", "False"]) == ["true", "false"]
-    assert labelled.choice_labels(["yes", "Yes"]) == ["A", "B"]  # not distinct as labels
+    assert mc_labels.choice_labels(["Mercury", "Venus", "Earth"]) == ["A", "B", "C"]
+    assert mc_labels.choice_labels(["eggplant", "toaster"]) == ["A", "B"]  # WinoGrande's one-word options
+    assert mc_labels.choice_labels(["yes", "No"]) == ["yes", "no"]
+    assert mc_labels.choice_labels(["True", "False"]) == ["true", "false"]
+    assert mc_labels.choice_labels(["yes", "Yes"]) == ["A", "B"]  # not distinct as labels
 
 
 def test_labelled_example_lists_the_choices_and_answers_with_the_gold_label():
-    ex = labelled.labelled_example(_arc(2))
+    ex = mc_labels.labelled_example(_arc(2))
     assert ex.prompt.startswith("Which planet is number 2?\n\nA: Mercury\nB: Venus\nC: Earth\nD: Mars\n\n")
     assert "(A, B, C or D)" in ex.prompt and ex.response == "C" and ex.meta["labels"] == ["A", "B", "C", "D"]
     assert ex.choices == _arc(2).choices and ex.gold == 2  # kept, for the lenient reading
-    yn = labelled.labelled_example(Example("Passage.\nQuestion: is it?", choices=["yes", "no"], gold=1))
+    yn = mc_labels.labelled_example(Example("Passage.\nQuestion: is it?", choices=["yes", "no"], gold=1))
     assert yn.response == "no" and "yes or no" in yn.prompt and "A:" not in yn.prompt
     gen = Example("What is 2 + 2?", "4")
-    assert labelled.labelled_example(gen) is gen
+    assert mc_labels.labelled_example(gen) is gen
 
 
 @pytest.mark.parametrize("answer, want", [
     ("B", 1), ("B: Venus", 1), (" (c).", 2), ("Answer: D", 3), ("The answer is A.", 0), ("**C**", 2),
     ("d", 3), ("Because Venus is hot", None), ("Venus", None), ("", None), ("E", None)])
 def test_read_label(answer, want):
-    assert labelled.read_label(answer, ["A", "B", "C", "D"]) == want
+    assert mc_labels.read_label(answer, ["A", "B", "C", "D"]) == want
 
 
 def test_read_label_of_word_labels():
-    assert labelled.read_label("Yes, it is.", ["yes", "no"]) == 0
-    assert labelled.read_label("no", ["yes", "no"]) == 1
-    assert labelled.read_label("Nothing says so", ["yes", "no"]) is None
+    assert mc_labels.read_label("Yes, it is.", ["yes", "no"]) == 0
+    assert mc_labels.read_label("no", ["yes", "no"]) == 1
+    assert mc_labels.read_label("Nothing says so", ["yes", "no"]) is None
 
 
 def test_read_choice_text_also_accepts_the_text_of_a_choice():
     choices, labels = ["the sun", "the sun and moon", "stars"], ["A", "B", "C"]
-    assert labelled.read_choice_text("C", choices, labels) == 2
-    assert labelled.read_choice_text("Stars.", choices, labels) == 2
-    assert labelled.read_choice_text("The sun and moon, because", choices, labels) == 1  # longest prefix
-    assert labelled.read_choice_text("the sun", choices, labels) == 0  # exact
-    assert labelled.read_choice_text("planets", choices, labels) is None
-    assert labelled.read_choice_text("x", ["same", "same"], ["A", "B"]) is None
+    assert mc_labels.read_choice_text("C", choices, labels) == 2
+    assert mc_labels.read_choice_text("Stars.", choices, labels) == 2
+    assert mc_labels.read_choice_text("The sun and moon, because", choices, labels) == 1  # longest prefix
+    assert mc_labels.read_choice_text("the sun", choices, labels) == 0  # exact
+    assert mc_labels.read_choice_text("planets", choices, labels) is None
+    assert mc_labels.read_choice_text("x", ["same", "same"], ["A", "B"]) is None
 
 
 def test_in_context_shots_answer_with_labels(base):
-    task = labelled.labelled_task(_task())
+    task = mc_labels.labelled_task(_task())
     resolver = ConditionResolver(base, shots=2, seed=0)
     [p] = resolver.prepare(parse_condition("icl"), task, [(0, task.splits["test"][0])])
     assert p.prompt.count("A: Mercury") == 3  # two shots and the question
@@ -87,7 +87,7 @@ def test_runner_scores_labelled_answers_and_keeps_protocols_apart(base, tmp_path
     recs = run_eval(EvalConfig(out=str(tmp_path / "l"), mc_protocol="labels", **cfg), base, [_task()])
     assert len(recs) == 16 and {r["metric"] for r in recs} == {"choice_label"}
     for r in recs:
-        assert r["pred"] == labelled.read_label(r["completion"], ["A", "B", "C", "D"])
+        assert r["pred"] == mc_labels.read_label(r["completion"], ["A", "B", "C", "D"])
         assert r["correct"] == float(r["pred"] == r["gold"])
         assert r["correct_text"] >= r["correct"]  # the lenient reading accepts every label answer
     s = summarize(recs)

@@ -194,7 +194,7 @@ def test_a_value_error_from_deep_code_is_a_500_not_a_client_error(server, monkey
 
 def test_adapter_dir_holds_peft_adapters_that_a_restarted_server_finds(server):
     from text2lora import LoRAAdapter
-    from text2lora.serve.cache import AdapterStore
+    from text2lora.serve.store import AdapterStore
 
     desc = "Summarise a news article in one sentence."
     made = httpx.post(server.url + "/v1/adapters", json={"description": desc, "name": "news_summary"}).json()

@@ -145,7 +145,7 @@ def _reply(srv, model, prompt="Tell me about the sea."):
 
 def test_a_planted_directory_is_never_served_for_a_description(server):
     from text2lora.adapter import LoRAAdapter
-    from text2lora.serve.cache import AdapterStore, UnknownAdapter, adapter_id_for
+    from text2lora.serve.store import AdapterStore, UnknownAdapter, adapter_id_for
 
     eng, gen = server.engine, server.engine.gen
     adapter_dir = server.root / "adapters"
@@ -220,7 +220,7 @@ def test_adapter_config_that_is_a_list_is_a_client_error(server):
 # ----------------------------------------------------------------------------- disk quota
 
 def test_adapter_dir_quota_evicts_least_recently_used_and_only_own_directories(tiny, tmp_path):
-    from text2lora.serve.cache import AdapterStore
+    from text2lora.serve.store import AdapterStore
 
     _, _, gen = tiny
     adapter_dir = tmp_path / "adapters"

@@ -99,20 +99,13 @@ def test_held_out_description_adapters_lower_the_loss_on_unseen_benchmarks(smoll
 
 # Worked solutions in GSM8K's own words: the gold solutions of seeded GSM8K test items, after the prefill
 # GSM8K is evaluated with. Many problems, not one: one problem cannot tell apart adapters whose losses on
-# real solutions differ by 0.04 nats on average (docs/RESULTS.md section 23).
+# real solutions differ by 0.04 nats on average (docs/lab/LOG.md section 23).
 GSM8K_SOLUTIONS = 64
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known failure of the shipped generator: its adapter from a held-out math "
-                   "description makes GSM8K's own worked solutions less likely than a translation adapter does (mean "
-                   "loss over these 64: 1.56 vs 1.41; over 200 with all five held-out math and three unrelated "
-                   "descriptions 1.79 vs 1.57, no adapter 1.32; docs/RESULTS.md section 23). Its worked-problem "
-                   "training data wrote each step in one sentence pattern, which a LoRA trained on it also "
-                   "penalises in other words (+0.045 nats on GSM8K's solutions; reworded, +0.004). Four "
-                   "continuations on varied layouts passed the earlier one-problem version of this test but "
-                   "were lower on multiple choice (sections 16 to 22); strict, so it reports when a shipped "
-                   "generator passes")
+@pytest.mark.xfail(strict=True, reason="known failure of the shipped generator, explained in docs/lab/LOG.md "
+                   "section 23; strict, so a shipped generator that passes is reported")
 def test_held_out_math_description_makes_worked_solutions_likelier_than_a_control(smollm2):
     """The adapter from a held-out description of grade-school math must lower the loss of whole worked
     solutions (not only of short answers) below what the adapter of an unrelated description gives:

@@ -17,7 +17,7 @@ def test_the_projects_own_deprecations_are_errors(category):
     with pytest.raises(category):
         warnings.warn_explicit("an old API", category, "adapter.py", 1, module="text2lora.adapter")
     with pytest.raises(category):
-        warnings.warn_explicit("an old API", category, "cli.py", 1, module="text2lora.cli.core")
+        warnings.warn_explicit("an old API", category, "cli.py", 1, module="text2lora.cli.generator")
 
 
 def test_a_dependencys_own_deprecation_is_not_an_error():

@@ -21,7 +21,7 @@ from ._io import atomic_dir, atomic_write_json, file_digest, read_json
 from ._version import __version__
 from .adapter import AdapterBatch, LoRAAdapter
 from .base import BaseModel, BaseSpec
-from .encoders import Encoder, EncoderSpec, check_descriptions, load_encoder, unreadable_reasons
+from .encoders import DEFAULT_ENCODER, Encoder, EncoderSpec, check_descriptions, load_encoder, unreadable_reasons
 from .errors import CheckpointError, T2LWarning
 from .hypernet import HyperConfig, HyperNetwork
 
@@ -145,7 +145,7 @@ class TextToLoRA(nn.Module):
         """
         spec = base.spec if isinstance(base, BaseModel) else base
         if encoder is None or isinstance(encoder, (str, EncoderSpec)):
-            encoder = load_encoder(encoder or "all-minilm-l6-v2",
+            encoder = load_encoder(encoder or DEFAULT_ENCODER,
                                    base=base if isinstance(base, BaseModel) else None)
         torch.manual_seed(seed)
         return cls(spec, encoder.spec, HyperConfig(**hyper), encoder=encoder)

@@ -28,7 +28,7 @@ import warnings
 from ..errors import T2LError, T2LWarning
 
 # Modules that register subcommands, in the order they appear in --help.
-COMMAND_MODULES = ["core", "export", "data", "train", "eval", "apps"]
+COMMAND_MODULES = ["generator", "chat", "export", "data", "train", "eval", "watch", "map", "serve"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        from . import _jobs
+        from . import _busy
 
-        heavy = _jobs.is_heavy(args)
+        heavy = _busy.is_heavy(args)
         with warnings.catch_warnings():
             warnings.showwarning = _plain_warnings(warnings.showwarning)
-            with _jobs.registered(sys.argv[1:] if argv is None else list(argv)) if heavy else contextlib.nullcontext():
+            with _busy.registered(sys.argv[1:] if argv is None else list(argv)) if heavy else contextlib.nullcontext():
                 if heavy:
-                    _jobs.warn_if_busy()
+                    _busy.warn_if_busy()
                 return int(args.func(args) or 0)
     except T2LError as e:  # a user error; anything else is a bug and keeps its traceback
         if verbose:

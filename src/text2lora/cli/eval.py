@@ -1,13 +1,13 @@
-"""``t2l eval run|report|table|compare|paired`` (benchmarks x conditions -> tables, and reading them back),
-``t2l watch RUN_DIR`` and ``t2l map`` (a PCA picture of a generator's adapters)."""
+"""``t2l eval run|report|table|compare|paired``: benchmarks x conditions -> tables, and reading them back."""
 
 from __future__ import annotations
 
 import argparse
 
+from ._args import add_config_flags, config_from_args, csv_arg
 
-def _csv(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+SPLITS = ("auto", "test", "validation", "train")
+MC_METRICS = ("acc", "acc_norm")
 
 
 EVAL_COMMANDS = ("run", "report", "table", "compare", "paired")
@@ -15,49 +15,31 @@ LIGHT_EVAL_COMMANDS = ("report", "table", "compare")
 """Subcommands that only read results (no model): they neither warn about nor register as a heavy job."""
 
 
+# EvalConfig's fields that `t2l eval run` takes as flags (defaults and help from the dataclass), and their short forms
+RUN_FIELDS = ("benchmarks", "conditions", "base", "out", "limit", "seed", "shots", "split", "batch_size",
+              "gen_batch_size", "max_new_tokens", "mc_metric", "mc_protocol", "shared_context", "code_timeout", "quiet")
+SHORT = {"benchmarks": "-b", "conditions": "-c", "out": "-o", "quiet": "-q"}
+
+
 def _run_flags(p: argparse.ArgumentParser, show: bool = True) -> None:
     """The flags of ``t2l eval run`` (hidden from ``--help`` when ``show`` is false: the old form's aliases)."""
-    def h(text: str) -> str:
-        return text if show else argparse.SUPPRESS
+    from ..eval.runner import GEN_TOKENS, MC_PROTOCOLS, EvalConfig
 
-    p.add_argument("--benchmarks", "-b", default=None,
-                   help=h("comma list: benchmark names (arc_challenge, ..., mbpp), 'all', bigbench/<task>, "
-                          "sni/<task>, a task file .jsonl/.yaml[#task], or the bare-input suite: instruct, "
-                          "instruct/<task>, instruct:SUITE.yaml (default: all ten)"))
-    p.add_argument("--conditions", "-c", default=None,
-                   help=h("comma list of conditions [LABEL=]KIND[:PATH] (default: base,icl,description)"))
-    p.add_argument("--base", default="smollm2-135m-instruct", help=h("base model (default: smollm2-135m-instruct)"))
-    p.add_argument("--out", "-o", default=None, help=h("output directory (default: runs/eval/<timestamp>)"))
-    p.add_argument("--limit", type=int, default=None, help=h("seeded random subset of N items per benchmark"))
-    p.add_argument("--seed", type=int, default=0, help=h("seed of the subset and in-context shots (default 0)"))
-    p.add_argument("--shots", type=int, default=3, help=h("in-context examples for icl (default 3)"))
-    p.add_argument("--split", default="auto", choices=["auto", "test", "validation", "train"],
-                   help=h("split to evaluate (default auto: test, or validation when a task has no test split)"))
-    p.add_argument("--batch-size", type=int, default=8, help=h("examples per forward pass (default 8)"))
-    p.add_argument("--gen-batch-size", type=int, default=32, help=h("prompts per generation batch (default 32)"))
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help=h("generation budget (default: GSM8K 256, code 384, exact match 64, bare-input suite 64)"))
-    _mc_metric_flag(p, show)
-    p.add_argument("--mc-protocol", default="loglik", choices=["loglik", "labels"],
-                   help=h("multiple choice: loglik scores each choice by log-likelihood (default); labels is the "
-                          "paper's protocol: choices listed with labels, the greedy answer read for the label"))
-    p.add_argument("--no-shared-context", action="store_true",
-                   help=h("score every context+choice sequence in full instead of sharing the context's KV cache"))
-    p.add_argument("--code-timeout", type=float, default=10.0, help=h("seconds per generated program (default 10)"))
-    p.add_argument("--device", default=None, help=h("cpu or cuda (default: cuda if available)"))
-    p.add_argument("--quiet", "-q", action="store_true", help=h("no progress bar"))
+    add_config_flags(p, EvalConfig, RUN_FIELDS, show=show, short=SHORT,
+                     choices={"split": SPLITS, "mc_metric": MC_METRICS, "mc_protocol": MC_PROTOCOLS},
+                     shown={"benchmarks": "all ten", "out": "runs/eval/<timestamp>",
+                            "max_new_tokens": ", ".join(f"{k} {v}" for k, v in GEN_TOKENS.items())})
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)" if show else argparse.SUPPRESS)
 
 
-def _mc_metric_flag(p: argparse.ArgumentParser, show: bool = True) -> None:
-    p.add_argument("--mc-metric", default="acc_norm", choices=["acc", "acc_norm"],
-                   help="multiple-choice accuracy in the tables: acc (summed log-prob) or acc_norm (per character; "
-                        "default); both are kept in results.json" if show else argparse.SUPPRESS)
+def _mc_metric_flag(p: argparse.ArgumentParser) -> None:
+    from ..eval.runner import EvalConfig
+
+    add_config_flags(p, EvalConfig, ("mc_metric",), choices={"mc_metric": MC_METRICS})
 
 
 def register(subparsers) -> None:
-    """Add the ``eval`` (with its subcommands ``run``, ``report``, ``table``, ``compare``, ``paired``),
-    ``watch`` and ``map`` commands."""
-    from .._io import STOP_FILE
+    """Add the ``eval`` command with its subcommands ``run``, ``report``, ``table``, ``compare``, ``paired``."""
     from ..eval.conditions import CONDITION_KINDS
 
     kinds = "; ".join(f"{k}: {v[2]}" for k, v in CONDITION_KINDS.items())
@@ -137,62 +119,6 @@ def register(subparsers) -> None:
     for name in LIGHT_EVAL_COMMANDS:
         sub.choices[name].set_defaults(light=True)
 
-    w = subparsers.add_parser(
-        "watch", help="evaluate each new checkpoint of a training run; keep the best; signal early stopping",
-        description="Watch RUN_DIR for new generator checkpoints (PATTERN, default checkpoints/*), evaluate each on "
-                    "validation splits, keep RUN_DIR/watch/best, and write RUN_DIR/STOP when --patience runs out.")
-    w.add_argument("run_dir", help="training run directory")
-    w.add_argument("--benchmarks", "-b", default=None,
-                   help="comma list of tasks to select on (default: the 7 multiple-choice benchmarks)")
-    w.add_argument("--condition", default="t2l",
-                   help="generator condition kind: t2l, t2l-train, t2l-other, t2l-random, hyperdecoders")
-    w.add_argument("--split", default="validation", help="split to select on (default validation; test refused)")
-    w.add_argument("--limit", type=int, default=100, help="items per task (default 100)")
-    w.add_argument("--pattern", default="checkpoints/*", help="glob of checkpoint dirs under RUN_DIR")
-    w.add_argument("--interval", type=float, default=60.0, help="seconds between scans (default 60)")
-    w.add_argument("--patience", type=int, default=None, help="checkpoints without improvement before STOP")
-    w.add_argument("--min-delta", type=float, default=0.0, help="improvement that counts (points, default 0)")
-    w.add_argument("--stop-file", default=STOP_FILE, help=f"early-stop signal file under RUN_DIR (default {STOP_FILE})")
-    w.add_argument("--once", action="store_true", help="evaluate the checkpoints present now, then exit")
-    w.add_argument("--idle-timeout", type=float, default=None, help="exit after this long without a new checkpoint")
-    w.add_argument("--base", default=None, help="base model (default: the one in the checkpoints' config)")
-    w.add_argument("--mc-metric", default="acc_norm", choices=["acc", "acc_norm"])
-    w.add_argument("--batch-size", type=int, default=8)
-    w.add_argument("--device", default=None, help="cpu or cuda")
-    w.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    w.set_defaults(func=_watch)
-
-    m = subparsers.add_parser(
-        "map", help="plot a 2-D PCA map of a generator's adapters for the benchmarks' descriptions",
-        description="Generate adapters for the ten benchmarks' training and held-out descriptions and for random "
-                    "strings, project them on two principal components, colour by task family; write a PNG and "
-                    "its JSON (coordinates, explained variance, how often a held-out description's adapter is "
-                    "nearest its own task's). Loads no base LLM.")
-    m.add_argument("--model", "-m", default=None, help="generator checkpoint (default: the shipped one)")
-    m.add_argument("--out", "-o", default="adapter_map.png", help="PNG path (default adapter_map.png)")
-    m.set_defaults(func=_map)
-
-
-def _map(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..eval.projection import adapter_map, plot_adapter_map
-    from ..generator import TextToLoRA
-
-    if not args.out.endswith(".png"):
-        raise ConfigError(f"--out must be a .png path, got {args.out!r}")
-    result = adapter_map(TextToLoRA.from_pretrained(args.model))
-    path = plot_adapter_map(result, args.out)
-    print(f"wrote {path} and {path.with_suffix('.json')}: held-out description nearest its own task "
-          f"{100 * result['nearest_task_accuracy']:.0f}% (chance {100 * result['nearest_task_chance']:.0f}%), "
-          f"PC1+PC2 {100 * sum(result['explained_variance']):.1f}% of variance")
-    return 0
-
-
-def _load_base(name: str, device: str | None):
-    from ..base import load_base
-
-    return load_base(name, device=device)
-
 
 def _eval_flags(args: argparse.Namespace) -> int:
     """The old flag forms, kept as aliases: ``--compare A B``, ``--report OUT``, ``--paired OUT A B`` and
@@ -227,20 +153,16 @@ def _run(args: argparse.Namespace) -> int:
     import time
     from dataclasses import asdict
 
+    from ..base import load_base
     from ..eval.conditions import parse_condition
     from ..eval.report import markdown_table, write_reports
     from ..eval.runner import EvalConfig, resolve_eval_tasks, run_eval
 
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = EvalConfig(benchmarks=_csv(args.benchmarks or "all"),
-                     conditions=_csv(args.conditions or "base,icl,description"), base=args.base, out=out,
-                     limit=args.limit, seed=args.seed, shots=args.shots, split=args.split,
-                     batch_size=args.batch_size, gen_batch_size=args.gen_batch_size, max_new_tokens=args.max_new_tokens,
-                     shared_context=not args.no_shared_context, mc_metric=args.mc_metric,
-                     mc_protocol=args.mc_protocol, code_timeout=args.code_timeout, quiet=args.quiet)
+    cfg = config_from_args(EvalConfig, args, out=out)
     conds = [parse_condition(c) for c in cfg.conditions]  # bad input fails before the model loads
     tasks = resolve_eval_tasks(cfg.benchmarks)
-    base = _load_base(args.base, args.device)
+    base = load_base(args.base, device=args.device)
     records = run_eval(cfg, base, tasks)
     summary = write_reports(records, out, cfg.mc_metric, [c.label for c in conds], asdict(cfg))
     print(markdown_table(summary), end="")
@@ -300,8 +222,8 @@ def _table(args: argparse.Namespace) -> int:
 
     records = _scored(args.out)
     benchmarks = args.benchmarks
-    tasks = list(BENCHMARKS) if benchmarks == "all" else (_csv(benchmarks) if benchmarks else None)
-    conds = _csv(args.conditions) if args.conditions else None
+    tasks = list(BENCHMARKS) if benchmarks == "all" else (csv_arg(benchmarks) if benchmarks else None)
+    conds = csv_arg(args.conditions) if args.conditions else None
     summary = summarize(records, args.mc_metric, conds, tasks, only=True)
     print(markdown_table(summary), end="")
     if args.png and not bar_chart(summary, args.png):
@@ -326,46 +248,11 @@ def _paired(args: argparse.Namespace) -> int:
             raise T2LError(f"every item {args.out} scored was also scored in {args.not_in}: nothing is left to "
                            f"compare; raise --limit of `t2l eval run --out {args.out}` to score new items")
         name += f"__not_in_{Path(args.not_in).name}"
-    tasks = None if args.benchmarks in (None, "all") else _csv(args.benchmarks)
+    tasks = None if args.benchmarks in (None, "all") else csv_arg(args.benchmarks)
     result = paired_difference(records, args.a, args.b, tasks, args.mc_metric, seed=args.seed)
     if args.not_in:
         result["not_in"] = str(args.not_in)
     print(paired_markdown(result), end="")
     safe = "".join(ch if ch.isalnum() else "_" for ch in name)[:160]
     atomic_write_json(Path(args.out) / f"paired_{safe}.json", result)
-    return 0
-
-
-def _watch(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .._io import read_json
-    from ..errors import ConfigError
-    from ..data import resolve_tasks
-    from ..eval.watch import SELECTION_BENCHMARKS, WatchConfig, find_checkpoints, watch
-
-    benchmarks = _csv(args.benchmarks) if args.benchmarks else list(SELECTION_BENCHMARKS)
-    cfg = WatchConfig(run_dir=args.run_dir, benchmarks=benchmarks, condition=args.condition, split=args.split,
-                      limit=args.limit, pattern=args.pattern, interval=args.interval, patience=args.patience,
-                      min_delta=args.min_delta, stop_file=args.stop_file, once=args.once,
-                      idle_timeout=args.idle_timeout, mc_metric=args.mc_metric, batch_size=args.batch_size,
-                      quiet=args.quiet)
-    if not Path(args.run_dir).is_dir():
-        raise ConfigError(f"run directory {args.run_dir} does not exist")
-    tasks = resolve_tasks(cfg.benchmarks)
-    base_name = args.base
-    if base_name is None:
-        ckpts = find_checkpoints(args.run_dir, args.pattern)
-        run_cfg = Path(args.run_dir) / "config.json"
-        if ckpts:
-            base_name = read_json(ckpts[0] / "config.json")["base"]["name"]
-        elif run_cfg.is_file() and isinstance(read_json(run_cfg).get("base"), (str, dict)):
-            b = read_json(run_cfg)["base"]
-            base_name = b if isinstance(b, str) else b.get("name")
-        else:
-            raise ConfigError(f"no checkpoint under {args.run_dir}/{args.pattern} yet; pass --base so the watcher "
-                              "can load the base model and wait")
-    base = _load_base(base_name, args.device)
-    state = watch(cfg, base, tasks)
-    print(f"best: {state['best']} ({state['best_score']})" if state["best"] else "no checkpoint evaluated")
     return 0

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._io import check_replaceable
-from ..errors import ConfigError
+from ._args import add_format_args, check_out
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -15,10 +14,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..formats import save_adapter
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ConfigError(f"output path {out} already exists; choose another --out or pass --force")
-    if args.force:
-        check_replaceable(out)  # a GGUF adapter text2lora wrote, nothing else
+    check_out(out, args.force)  # with --force: a GGUF adapter text2lora wrote, nothing else
     adapter = LoRAAdapter.load(args.adapter)
     path = save_adapter(adapter, out, args.format, base_gguf=args.base_gguf, force=args.force)
     if not args.quiet:
@@ -34,8 +30,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .core import add_format_args
-
     p = sub.add_parser("export", help="convert a PEFT adapter directory to a llama.cpp/Ollama GGUF adapter",
                        description="Convert a PEFT LoRA adapter directory (from `t2l generate` or elsewhere) to "
                                    "the LoRA adapter GGUF file that llama.cpp (--lora), llama-cpp-python "

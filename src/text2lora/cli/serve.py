@@ -1,4 +1,4 @@
-"""``t2l serve`` (OpenAI-compatible HTTP server) and ``t2l ui`` (Gradio web UI).
+"""``t2l serve`` (OpenAI-compatible HTTP server) and ``t2l ui`` (Gradio web UI), the apps over the serving engine.
 
 FastAPI, uvicorn and Gradio are imported only when these commands run
 (``pip install 'text-to-lora[apps]'``).
@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import ConfigError
-from .core import add_engine_args, check_engine_args
+from ._args import add_config_flags, add_engine_args, check_engine_args, config_from_args
 
 
 def _require(*modules: str) -> None:
@@ -31,11 +31,7 @@ def _engine(args: argparse.Namespace):
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = EngineConfig(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, cache_size=args.cache_size,
-                       adapter_dir=getattr(args, "adapter_dir", None), max_tokens_limit=args.max_tokens_limit,
-                       default_max_tokens=args.default_max_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                       adapter_dir_quota_mb=getattr(args, "adapter_dir_quota_mb", None))
-    return load_engine(args.model, args.base, cfg, device=args.device)
+    return load_engine(args.model, args.base, config_from_args(EngineConfig, args), device=args.device)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -68,7 +64,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+# EngineConfig's fields that both apps take as flags (defaults and help from the dataclass)
+ENGINE_FLAGS = ("max_batch", "batch_wait_ms", "cache_size", "max_tokens_limit", "default_max_tokens",
+                "max_prompt_tokens")
+
+
 def _common(p: argparse.ArgumentParser, port: int) -> None:
+    from ..serve.engine import EngineConfig
+
     p.add_argument("--model", metavar="CKPT", default=None,
                    help="generator checkpoint directory (default: the shipped generator)")
     p.add_argument("--base", default=None, help="base model (default: the generator's)")
@@ -77,14 +80,7 @@ def _common(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--port", type=int, default=port, help=f"port (default {port})")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 helps when other processes share the cores)")
-    p.add_argument("--max-batch", type=int, default=16, help="most requests in one forward pass")
-    p.add_argument("--batch-wait-ms", type=float, default=25.0,
-                   help="how long a request waits for others to share its batch")
-    p.add_argument("--cache-size", type=int, default=64, help="adapters kept in memory (LRU)")
-    p.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
-    p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
-    p.add_argument("--max-prompt-tokens", type=int, default=2048,
-                   help="longest prompt in tokens; longer ones get 400 context_length_exceeded (default 2048)")
+    add_config_flags(p, EngineConfig, ENGINE_FLAGS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,11 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve /v1/chat/completions, /v1/completions, /v1/models and /v1/adapters. "
                        "Pick an adapter with \"model\": \"t2l:<task description>\" or an adapter id.")
     _common(p, 8000)
-    p.add_argument("--adapter-dir", default=None,
-                   help="also write each generated adapter to DIR/<id>/ (vLLM filesystem LoRA resolver layout)")
-    p.add_argument("--adapter-dir-quota-mb", type=float, default=2048.0,
-                   help="most MB of adapter directories this server writes to --adapter-dir; least recently used "
-                   "deleted first (default 2048; 0 = no limit)")
+    from ..serve.engine import EngineConfig
+
+    add_config_flags(p, EngineConfig, ("adapter_dir", "adapter_dir_quota_mb"))
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (what OpenAI clients send) on every /v1 request "
                    "(default: $T2L_API_KEY, else none)")

@@ -23,9 +23,10 @@ import torch
 
 from .._io import atomic_write_json, read_json, undo_on_failure
 from ..base import BaseModel
+from ..embedded import DEFAULT_BASE
 from ..data import BENCHMARKS, TaskRecord, resolve_tasks
 from ..errors import ConfigError, DataError
-from . import instruct, labelled, metrics
+from . import instruct, mc_labels, metrics
 from .conditions import Condition, ConditionResolver, PreparedExample, parse_condition, weights_fingerprint
 from .sandbox import require_sandbox, run_many
 from .scoring import encode_mc, generate, score_choices
@@ -41,7 +42,7 @@ GEN_TOKENS = {"gsm8k": 256, "pass@1": 384, "exact_match": 64, "instruct": instru
 _PINNED = ("base", "seed", "shots", "split", "max_new_tokens", "shared_context", "mc_protocol")
 #: The value a pinned setting had before it existed (a results directory written by an older version).
 _PINNED_BEFORE = {"mc_protocol": "loglik"}
-#: Protocols for multiple-choice benchmarks (see :mod:`text2lora.eval.labelled`).
+#: Protocols for multiple-choice benchmarks (see :mod:`text2lora.eval.mc_labels`).
 MC_PROTOCOLS = ("loglik", "labels")
 
 
@@ -50,11 +51,12 @@ class EvalConfig:
     """One evaluation: which tasks, which conditions, how much, where to write."""
 
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
-    """Benchmark names, task names of built collections (``bigbench/...``), task files, or the bare-input
-    suite (``instruct``, ``instruct/<task>``, ``instruct:FILE.yaml``; :mod:`text2lora.eval.instruct`)."""
+    """What to evaluate: benchmark names (arc_challenge, ..., mbpp), ``all``, task names of built collections
+    (``bigbench/<task>``, ``sni/<task>``), a task file (``.jsonl``/``.yaml``, ``#task`` for one), or the bare-input
+    suite (``instruct``, ``instruct/<task>``, ``instruct:SUITE.yaml``; :mod:`text2lora.eval.instruct`)."""
     conditions: list[str] = field(default_factory=lambda: ["base", "icl", "description"])
-    """Condition specs ``[LABEL=]KIND[:PATH]`` (see :mod:`text2lora.eval.conditions`)."""
-    base: str = "smollm2-135m-instruct"
+    """Conditions ``[LABEL=]KIND[:PATH]`` (see :mod:`text2lora.eval.conditions`)."""
+    base: str = DEFAULT_BASE
     """Base model name/path (recorded; the loaded model is passed to :func:`run_eval`)."""
     out: str | None = None
     """Output directory (results.jsonl, run.json, reports); ``None`` keeps results in memory only."""
@@ -71,14 +73,15 @@ class EvalConfig:
     gen_batch_size: int = 32
     """Prompts per generation batch (decoding cost per step is mostly fixed overhead on CPU: batch wide)."""
     max_new_tokens: int | None = None
-    """Generation budget; ``None`` uses :data:`GEN_TOKENS` per metric."""
+    """Generation budget in new tokens; ``None`` uses :data:`GEN_TOKENS`, per metric."""
     shared_context: bool = True
-    """Score multiple-choice options against a shared context (exact and faster)."""
+    """Score multiple-choice options against the context's shared KV cache (exact and faster); off scores every
+    context+choice sequence in full."""
     mc_metric: str = "acc_norm"
     """Which multiple-choice accuracy the summary table reports: ``acc`` (summed log-probs) or ``acc_norm``."""
     mc_protocol: str = "loglik"
     """``loglik``: score every choice by its log-likelihood; ``labels``: the paper's protocol, choices listed
-    with labels in the prompt and the greedy answer read for the label (:mod:`text2lora.eval.labelled`)."""
+    with labels in the prompt and the greedy answer read for the label (:mod:`text2lora.eval.mc_labels`)."""
     code_timeout: float = 10.0
     """Seconds per generated program in the sandbox."""
     code_memory_mb: int = 1024
@@ -213,13 +216,13 @@ def _score_mc(base, batch: list[PreparedExample], adapters, cfg: EvalConfig) -> 
 
 def _score_labelled(base, batch: list[PreparedExample], adapters, cfg: EvalConfig) -> list[dict]:
     outs = generate(base, [p.prompt for p in batch], adapters, max_new_tokens=cfg.max_new_tokens or LABEL_TOKENS,
-                    batch_size=cfg.gen_batch_size, stop=labelled.answer_done)
+                    batch_size=cfg.gen_batch_size, stop=mc_labels.answer_done)
     recs = []
     for p, o in zip(batch, outs):
         ex = p.example
         labels = ex.meta["labels"]
-        pred = labelled.read_label(o, labels)
-        pred_text = labelled.read_choice_text(o, ex.choices, labels)
+        pred = mc_labels.read_label(o, labels)
+        pred_text = mc_labels.read_choice_text(o, ex.choices, labels)
         recs.append({"completion": o, "gold": ex.gold, "pred": pred, "pred_text": pred_text,
                      "correct": float(pred == ex.gold), "correct_text": float(pred_text == ex.gold)})
     return recs
@@ -272,7 +275,7 @@ def _run_eval(cfg: EvalConfig, base: BaseModel, tasks: Sequence[TaskRecord] | No
         raise ConfigError(f"two conditions have the same label ({labels}); name them with LABEL=KIND[:PATH]")
     tasks = list(tasks) if tasks is not None else resolve_eval_tasks(cfg.benchmarks)
     if cfg.mc_protocol == "labels":
-        tasks = [labelled.labelled_task(t) for t in tasks]
+        tasks = [mc_labels.labelled_task(t) for t in tasks]
     if any(t.metric == "pass@1" for t in tasks):
         require_sandbox()  # refuse before any generation rather than after it
     out = Path(cfg.out) if cfg.out else None

@@ -37,6 +37,10 @@ __all__ = ["WatchConfig", "find_checkpoints", "watch", "SELECTION_BENCHMARKS"]
 SELECTION_BENCHMARKS = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande"]
 
 
+CONDITIONS = ("t2l", "t2l-train", "t2l-other", "t2l-random", "hyperdecoders")
+"""The generator condition kinds a watcher evaluates checkpoints with."""
+
+
 @dataclass
 class WatchConfig:
     """What the checkpoint watcher evaluates and when it stops."""
@@ -46,7 +50,8 @@ class WatchConfig:
     benchmarks: list[str] = field(default_factory=lambda: list(SELECTION_BENCHMARKS))
     """Tasks to select on (their validation split)."""
     condition: str = "t2l"
-    """Generator condition kind: ``t2l`` (held-out descriptions), ``t2l-train``, ``hyperdecoders``..."""
+    """Generator condition kind: ``t2l`` (held-out descriptions), ``t2l-train``, ``t2l-other``, ``t2l-random`` or
+    ``hyperdecoders``."""
     split: str = "validation"
     """Split to evaluate; ``test`` is refused (no model selection on test sets)."""
     limit: int | None = 100
@@ -66,17 +71,20 @@ class WatchConfig:
     idle_timeout: float | None = None
     """Return after this many seconds without a new checkpoint (``None``: wait until interrupted)."""
     mc_metric: str = "acc_norm"
+    """Multiple-choice accuracy that selects: ``acc`` (summed log-probs) or ``acc_norm`` (per character)."""
     seed: int = 0
+    """Seed of the item subset."""
     batch_size: int = 8
+    """Examples per forward pass."""
     quiet: bool = False
+    """No progress bars."""
 
     def __post_init__(self) -> None:
         if self.split == "test":
             raise ConfigError("--split test is refused: choosing checkpoints on test sets leaks them into the "
                               "results; use validation (or train) splits for model selection")
-        kinds = ("t2l", "t2l-train", "t2l-other", "t2l-random", "hyperdecoders")
-        if self.condition not in kinds:
-            raise ConfigError(f"--condition must be one of {', '.join(kinds)} (a generator condition), "
+        if self.condition not in CONDITIONS:
+            raise ConfigError(f"--condition must be one of {', '.join(CONDITIONS)} (a generator condition), "
                               f"got {self.condition!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"--patience must be >= 1, got {self.patience}")

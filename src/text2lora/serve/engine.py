@@ -12,31 +12,33 @@ from ..adapter import LoRAAdapter
 from ..base import BaseModel
 from ..errors import ConfigError
 from .batcher import Batcher, Event, GenRequest
-from .cache import AdapterInfo, AdapterStore
+from .store import AdapterInfo, AdapterStore
 
 __all__ = ["EngineConfig", "Engine", "load_engine", "longest_token_bytes"]
 
 
 @dataclass
 class EngineConfig:
-    """Settings of the serving engine (each maps to a ``t2l serve`` / ``t2l ui`` flag)."""
+    """Settings of the serving engine. Each field is the ``t2l serve`` / ``t2l ui`` flag of the same name
+    (``max_batch``: ``--max-batch``), which takes its default and help from here."""
 
     max_batch: int = 16
-    """most requests in one forward pass (--max-batch)."""
+    """most requests in one forward pass."""
     batch_wait_ms: float = 25.0
-    """how long to wait for another request to batch with the ones gathered (debounced; at most 4x after the first) (--batch-wait-ms)."""
+    """how long a request waits for others to share its batch (debounced; at most 4x after the first)."""
     cache_size: int = 64
-    """adapters kept in memory, least recently used dropped first (--cache-size)."""
+    """adapters kept in memory, least recently used dropped first."""
     adapter_dir: str | None = None
-    """write every generated adapter to DIR/<id>/ as a PEFT directory (--adapter-dir)."""
+    """also write each generated adapter to DIR/<id>/ as a PEFT directory (vLLM's filesystem LoRA resolver
+    layout)."""
     max_tokens_limit: int = 1024
-    """largest max_tokens a request may ask for (--max-tokens-limit)."""
+    """largest max_tokens a request may ask for."""
     max_prompt_tokens: int = 2048
-    """longest prompt in tokens a request may send; longer ones get 400 context_length_exceeded
-    (--max-prompt-tokens). Bounds the compute and memory one request can take."""
+    """longest prompt in tokens a request may send; longer ones get 400 context_length_exceeded. Bounds the
+    compute and memory one request can take."""
     adapter_dir_quota_mb: float | None = 2048.0
-    """most megabytes of adapter directories this server writes to --adapter-dir; the least recently
-    used of them are deleted first (--adapter-dir-quota-mb; 0 = no limit)."""
+    """most megabytes of adapter directories this server writes to the adapter directory; the least recently
+    used of them are deleted first (0 or None: no limit)."""
     default_max_tokens: int = 256
     """max_tokens when a request gives none."""
 

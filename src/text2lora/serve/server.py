@@ -49,7 +49,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .batcher import Event
-from .cache import BadAdapterId, InvalidDescription, UnknownAdapter
+from .store import BadAdapterId, InvalidDescription, UnknownAdapter
 from .engine import Engine
 from .middleware import (CLIENT_ERRORS, ConnectionLimits, RequestIds, accept_backlog, check_api_key, conn_log,
                          guarded_protocol, limit_repeats, request_id_of)

@@ -4,7 +4,7 @@ Each recipe is a pydantic config model (:mod:`.config`) plus a function that tra
 (:mod:`.run`) with the shared loop (:mod:`.loop`)::
 
     from text2lora.train import load_config, train_sft
-    cfg = load_config("sft", "configs/sft_bigbench.yaml", ["--steps", "100"])
+    cfg = load_config("sft", "configs/generator.yaml", ["--steps", "100"])
     result = train_sft(cfg, "runs/sft")            # result.run_dir / "best" is a generator checkpoint
 
 The same functions back ``t2l train lora|mt-lora|recon|sft``.

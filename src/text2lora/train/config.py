@@ -19,7 +19,10 @@ import annotated_types as at
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
+from ..embedded import DEFAULT_BASE, DEFAULT_TARGET_MODULES
+from ..encoders import DEFAULT_ENCODER
 from ..errors import ConfigError
+from ..hypernet import HyperConfig
 
 __all__ = ["TrainConfig", "LoRAConfig", "MTLoRAConfig", "ReconConfig", "SFTConfig", "RECIPES",
            "load_config", "parse_overrides", "config_help", "config_to_yaml", "recipe_of"]
@@ -42,9 +45,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     name: str = Field("run", description="Run name; the default output directory is ``runs/<name>``.")
-    base: str = Field("smollm2-135m-instruct",
+    base: str = Field(DEFAULT_BASE,
                       description="Base model: embedded name, Hugging Face id, local directory or GGUF file.")
-    target_modules: StrList = Field(["q_proj", "v_proj"],
+    target_modules: StrList = Field(list(DEFAULT_TARGET_MODULES),
                                     description="Linear modules adapted by LoRA in every decoder layer.")
     seed: int = Field(0, description="Seed of initialisation, data order, dropout and noise.")
     steps: int = Field(1000, ge=1, description="Number of optimiser steps (per task for ``lora``).")
@@ -97,7 +100,7 @@ class _TaskConfig(TrainConfig):
         "Train the end-of-response token (the chat template's end-of-turn token, base.end_of_turn_id) after each "
         "answer. Most BIG-bench answers are a few words, so an adapter trained to stop after them stops early on "
         "long-form tasks too (chain-of-thought); ``false`` drops that label, and the adapters learn the answers but "
-        "no longer when to stop (they end fewer answers than the base model: docs/RESULTS.md section 2)."))
+        "no longer when to stop (they end fewer answers than the base model: docs/lab/LOG.md section 2, the stop token)."))
     loss_average: Literal["sample", "token"] = Field("sample", description=(
         "How the training loss averages the response tokens of a batch: ``sample`` takes each answer's mean, then "
         "the mean over answers (a one-word answer, whose stop token is half its labels, weighs as much as a worked "
@@ -195,13 +198,13 @@ class MTLoRAConfig(LoRAConfig):
 class _GeneratorConfig(BaseModel):
     """The generator's architecture (mixed into the recipes that train one)."""
 
-    encoder: str = Field("all-minilm-l6-v2", description="Description encoder: sentence-transformers name or "
+    encoder: str = Field(DEFAULT_ENCODER, description="Description encoder: sentence-transformers name or "
                                                          "directory (``sft`` also takes ``base-lm``); unused with "
                                                          "``task-id``.")
-    head_size: Literal["L", "M", "S"] = Field("M", description="Hypernetwork head size (paper's L / M / S).")
-    latent_dim: int = Field(128, ge=1, description="Hypernetwork trunk width.")
-    head_in: int = Field(512, ge=1, description="Input width of the output heads.")
-    hyper_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout at the hypernetwork trunk input.")
+    head_size: Literal["L", "M", "S"] = Field(HyperConfig.head_size, description="Hypernetwork head size (paper's L / M / S).")
+    latent_dim: int = Field(HyperConfig.latent_dim, ge=1, description="Hypernetwork trunk width.")
+    head_in: int = Field(HyperConfig.head_in, ge=1, description="Input width of the output heads.")
+    hyper_dropout: float = Field(HyperConfig.dropout, ge=0, lt=1, description="Dropout at the hypernetwork trunk input.")
 
 
 class ReconConfig(_GeneratorConfig, TrainConfig):
@@ -229,8 +232,8 @@ class SFTConfig(_GeneratorConfig, _TaskConfig):
     conditioning: Literal["description", "example", "task-id"] = Field("description", description=(
         "What the generator reads: a random training description per sample (T2L), the input example itself (the "
         "Hyperdecoders baseline), or a one-hot task id."))
-    rank: int = Field(8, ge=1, description="LoRA rank of generated adapters.")
-    alpha: float = Field(16.0, description="LoRA alpha of generated adapters (scaling ``alpha / rank``).")
+    rank: int = Field(HyperConfig.rank, ge=1, description="LoRA rank of generated adapters.")
+    alpha: float = Field(HyperConfig.alpha, description="LoRA alpha of generated adapters (scaling ``alpha / rank``).")
     init_from: str | None = Field(None, description="Generator checkpoint to start from instead of a fresh "
                                                     "generator.")
     lr: float = Field(2.5e-5, gt=0, description="Peak learning rate of AdamW (paper: 2.5e-5).")

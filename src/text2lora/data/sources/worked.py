@@ -218,7 +218,7 @@ def reword(lines: list[str], style: random.Random) -> list[str]:
     dollars`` or ``$N``, and half of the time a connective before each step ("First, ", "Then ",
     "Finally, ", ...). Each generated kind writes its steps from one sentence pattern; without other
     wordings, adapters learn the patterns and make any other wording of the same steps less likely
-    (docs/RESULTS.md section 23)."""
+    (docs/lab/LOG.md section 23)."""
     times, divide = pick(style, _TIMES), pick(style, _DIVIDE)
     dollars, connect = style.random() < 0.5, style.random() < 0.5
     out = []
