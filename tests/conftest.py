@@ -22,6 +22,18 @@ def make_base(family: str = "llama", targets=("q_proj", "v_proj"), seed: int = 0
     return BaseModel(model=model, tokenizer=tiny_tokenizer(), spec=spec)
 
 
+def init_tiny_generator(root):
+    """`t2l init` of a small generator for the tiny Llama saved under ``root/tiny-llama``; returns its directory
+    ``root/gen``."""
+    from text2lora.cli import main
+    from text2lora.testing import save_tiny_base
+
+    base_dir = save_tiny_base(root / "tiny-llama")
+    assert main(["init", "--base", str(base_dir), "--out", str(root / "gen"), "--latent-dim", "16",
+                 "--head-in", "32", "--quiet"]) == 0
+    return root / "gen"
+
+
 def random_adapter(spec, r: int = 8, seed: int = 0, scale: float = 0.3, alpha: float = 16.0):
     from text2lora.adapter import LoRAAdapter
 

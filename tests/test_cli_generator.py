@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import init_tiny_generator
 
 from text2lora.cli import build_parser, main
 
@@ -70,13 +71,7 @@ def test_flags_take_their_defaults_and_help_from_the_library_configs(capsys):
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from text2lora.testing import save_tiny_base
-
-    root = tmp_path_factory.mktemp("cli")
-    base_dir = save_tiny_base(root / "tiny-llama")
-    assert main(["init", "--base", str(base_dir), "--out", str(root / "gen"), "--latent-dim", "16",
-                 "--head-in", "32", "--quiet"]) == 0
-    return root / "gen"
+    return init_tiny_generator(tmp_path_factory.mktemp("cli"))
 
 
 def test_generate_one_and_many(tmp_path, tiny_ckpt, capsys):

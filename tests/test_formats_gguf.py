@@ -13,7 +13,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import make_base, random_adapter
+from conftest import init_tiny_generator, make_base, random_adapter
 
 from text2lora.base import BaseSpec, ModuleSpec
 from text2lora.cli import main
@@ -196,12 +196,8 @@ def test_existing_output_is_kept_unless_forced(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_gen(tmp_path_factory):
-    from text2lora.testing import save_tiny_base
-
     root = tmp_path_factory.mktemp("gguf-cli")
-    base_dir = save_tiny_base(root / "tiny-llama")
-    assert main(["init", "--base", str(base_dir), "--out", str(root / "gen"), "--latent-dim", "16",
-                 "--head-in", "32", "--quiet"]) == 0
+    init_tiny_generator(root)
     base = make_base("llama")  # same config and seed as save_tiny_base: same shapes
     write_base_gguf(root / "base.gguf", base, "llama")
     return root / "gen", root / "base.gguf"

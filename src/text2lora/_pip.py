@@ -87,7 +87,8 @@ def ensure_installed(pkg: Install, *, quiet: bool = False) -> Path:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as e:
-            raise PackageUnavailableError(f"could not install {pkg.name}=={pkg.version}: cannot run pip ({e})") from None
+            why = f"could not install {pkg.name}=={pkg.version}: cannot run pip ({e})"
+            raise PackageUnavailableError(why) from None
         if proc.returncode != 0:
             lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
             errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:] or ["no output"]
