@@ -123,14 +123,21 @@ def test_offline_hub_cache(tmp_path, hub_cache):
     assert not (tmp_path / "o").exists()
 
 
+def table_rows(card: str) -> dict[str, str]:
+    """The two-column rows of the Markdown tables in ``card``, first cell -> second cell."""
+    cells = (line.strip().strip("|").split("|") for line in card.splitlines() if line.lstrip().startswith("|"))
+    return {c[0].strip(): c[1].strip() for c in cells if len(c) == 2}
+
+
 def test_generator_card_from_config_and_run(tmp_path, hub_cache):
     root, _ = hub_cache
     cfg = json.loads((root / "upload-gen" / "config.json").read_text())
     card = (root / "upload-gen" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: text2lora\n")
     assert "t2l-test/tiny-gen" in card and "tiny-llama (llama, 2 layers)" in card
-    assert "| adapted modules | q_proj, v_proj |" in card and "all-minilm-l6-v2 (384-d)" in card
-    assert f"| head size | {cfg['hyper']['head_size']} |" in card
+    rows = table_rows(card)
+    assert rows["adapted modules"] == "q_proj, v_proj" and "all-minilm-l6-v2 (384-d)" in rows["description encoder"]
+    assert rows["head size"] == str(cfg["hyper"]["head_size"])
 
     # a checkpoint inside a training run: the recipe's tasks and the best validation loss appear
     run = tmp_path / "run"
@@ -141,7 +148,7 @@ def test_generator_card_from_config_and_run(tmp_path, hub_cache):
         f"{100 * (i + 1)},val,loss,{v},0\n{100 * (i + 1)},train,loss,0.5,0\n" for i, v in enumerate(losses)))
     card = generator_card(cfg, "tiny-llama", run / "best", "org/demo")
     assert "- boolq\n- arc_easy" in card and "steps: 300" in card
-    assert f"| loss | {min(losses):.4f} |" in card and "0.5000" not in card
+    assert float(table_rows(card)["loss"]) == min(losses) and "0.5000" not in card
 
 
 def test_adapter_card(hub_cache):

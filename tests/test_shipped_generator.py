@@ -65,10 +65,11 @@ def test_missing_or_corrupt_shipped_files_say_how_to_reinstall(tmp_path, monkeyp
     monkeypatch.setattr(generator, "DEFAULT_GENERATOR_DIR", broken)
     data = (broken / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt.*pip install --force-reinstall text-to-lora"):
+    how = r"pip install --force-reinstall --no-deps text_to_lora-\*\.whl.*git restore src/text2lora/resources"
+    with pytest.raises(CheckpointError, match="corrupt.*" + how):
         TextToLoRA.from_pretrained()
     (broken / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="missing.*pip install --force-reinstall text-to-lora"):
+    with pytest.raises(CheckpointError, match="missing.*" + how):
         TextToLoRA.from_pretrained()
 
 

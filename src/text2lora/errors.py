@@ -36,7 +36,7 @@ class DataError(T2LError):
 
 
 class PackageUnavailableError(DataError):
-    """A pinned data package could not be downloaded (no network, or the index no longer serves it)."""
+    """A pinned package could not be downloaded or installed (no network, or the index no longer serves it)."""
 
 
 class OutputExistsError(T2LError):
