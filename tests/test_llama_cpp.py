@@ -119,7 +119,7 @@ def setup(tmp_path_factory):
     ids = [base.tokenizer(base.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in PROMPTS]
     peft_model = PeftModel.from_pretrained(base.model, str(tmp / "peft"))
     peft_model.eval()
-    return dict(base=base, adapter=adapter, base_model=base.model, peft=peft_model, ids=ids,
+    return dict(base=base, adapter=adapter, base_model=base.model, peft=peft_model, ids=ids, dir=tmp,
                 cpp_base=_LlamaCpp(base_gguf), cpp_lora=_LlamaCpp(base_gguf, str(gguf_adapter)))
 
 
@@ -187,6 +187,22 @@ def test_chat_engine_replies_with_llama_cpps_greedy_tokens(setup):
             for prompt, seq in zip(PROMPTS, setup["ids"]):
                 want = _reply_text(base, oracle.greedy(seq, GREEDY_STEPS))
                 assert "".join(chat.stream(prompt, adapter, max_new_tokens=GREEDY_STEPS)) == want
+
+
+def test_chat_with_a_saved_adapter_in_llama_cpp(setup, capsys):
+    """``t2l chat --engine llama.cpp --adapter DIR``: the PEFT directory saved from the description's adapter,
+    converted to a GGUF LoRA as ``--description`` converts it, gives the reply ``--description`` gives, which
+    is not the base's (the adapter changes this prompt's greedy reply: see the web UI test below)."""
+    from text2lora.cli import main
+
+    args = ["chat", "--engine", "llama.cpp", "--message", PROMPTS[0], "--max-new-tokens", str(GREEDY_STEPS)]
+    replies = []
+    for extra in (["--adapter", str(setup["dir"] / "peft")], ["--description", DESCRIPTION], []):
+        capsys.readouterr()
+        assert main(args + extra) == 0
+        replies.append(capsys.readouterr().out)
+    loaded, generated, plain = replies
+    assert loaded.strip() and loaded == generated != plain
 
 
 def test_web_ui_chats_through_llama_cpp(setup):
