@@ -1,7 +1,8 @@
 """``t2l ui`` in a real browser: headless Debian Chromium driven by Selenium.
 
 Starts ``t2l ui`` on a tiny model, types a description, clicks Generate, sends a
-message and checks that the base and the adapted replies both appear. Set
+message and checks that the base and the adapted replies both appear; clicks the
+bare-input example and checks the same in one click. Set
 ``T2L_UI_SCREENSHOT=docs/ui.png`` to keep the screenshot.
 """
 
@@ -91,6 +92,19 @@ def _alnum(text: str) -> str:
     return "".join(c for c in text if c.isalnum())
 
 
+def _replied(want_base: str, want_ad: str):
+    """A wait condition: one reply in each pane, each the given one (an empty reply shows as a note)."""
+
+    def complete(d) -> bool:
+        b, a = _bot_replies(d, "chat-base"), _bot_replies(d, "chat-adapted")
+        if len(b) != 1 or len(a) != 1:
+            return False
+        return _alnum(a[0]) == _alnum(want_ad) and (
+            b[0] == "(empty reply)" if not want_base.strip() else _alnum(b[0]) == _alnum(want_base))
+
+    return complete
+
+
 def test_generate_then_chat_with_base_and_adapted_side_by_side(ui_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -116,20 +130,41 @@ def test_generate_then_chat_with_base_and_adapted_side_by_side(ui_url, browser, 
     assert _alnum(want_ad) and want_ad != want_base
     browser.find_element(By.CSS_SELECTOR, "#message textarea").send_keys(msg)
     browser.find_element(By.ID, "send").click()
-
-    def replies(d):
-        b, a = _bot_replies(d, "chat-base"), _bot_replies(d, "chat-adapted")
-        return (b[0], a[0]) if len(b) == 1 and len(a) == 1 else None
-
-    def complete(d):
-        r = replies(d)
-        return r is not None and _alnum(r[1]) == _alnum(want_ad) and (
-            r[0] == "(empty reply)" if not want_base.strip() else _alnum(r[0]) == _alnum(want_base))
-
-    wait.until(complete)  # both replies streamed in, each the one its model gives alone
+    wait.until(_replied(want_base, want_ad))  # both replies streamed in, each the one its model gives alone
     assert "What is 2 + 3?" in browser.find_element(By.ID, "chat-base").text
     assert "What is 2 + 3?" in browser.find_element(By.ID, "chat-adapted").text
 
     shot = Path(os.environ.get("T2L_UI_SCREENSHOT") or tmp_path / "ui.png")
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_bare_input_example_answers_with_and_without_the_adapter_in_one_click(ui_url, browser):
+    """The README's first example in the page: one click on a bare review generates the adapter for the
+    description and shows the base's and the adapted model's replies to the review alone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from text2lora.serve.chat import chat
+    from text2lora.serve.ui import BARE_DESCRIPTION, BARE_INPUTS
+
+    ui_url, base, gen = ui_url
+    review = BARE_INPUTS[0]
+    want_base = chat(base, review, None, max_new_tokens=16)
+    want_ad = chat(base, review, gen.generate(BARE_DESCRIPTION), max_new_tokens=16)
+    assert _alnum(want_ad) and want_ad != want_base
+
+    wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+    browser.get(ui_url)
+    assert BARE_DESCRIPTION in wait.until(lambda d: d.find_element(By.ID, "bare-intro")).text
+    example = wait.until(lambda d: d.find_element(
+        By.XPATH, f"//*[@id='bare-examples']//*[self::button or self::td][contains(., '{review[:30]}')]"))
+    assert _bot_replies(browser, "chat-base") == [] and "No adapter yet" in browser.find_element(
+        By.ID, "adapter-info").text
+    example.click()
+    wait.until(_replied(want_base, want_ad))
+    assert BARE_DESCRIPTION in browser.find_element(By.ID, "adapter-info").text
+    assert browser.find_element(By.CSS_SELECTOR, "#description textarea").get_attribute("value") == BARE_DESCRIPTION
+    for pane in ("chat-base", "chat-adapted"):
+        assert review in browser.find_element(By.ID, pane).text
+        assert BARE_DESCRIPTION not in browser.find_element(By.ID, pane).text  # the message is the review alone

@@ -5,7 +5,10 @@ adapter (shown with its id and generation time, downloadable as a zip). Each
 message then goes to the base model and to the adapted model side by side; both
 replies stream in, computed in the same batched forward pass (one row without an
 adapter, one with it). Recently generated adapters can be switched between, and
-example descriptions are one click away. Binds 127.0.0.1 unless told otherwise.
+example descriptions are one click away. A bare-input example (the task in the
+description, only the input in the message, as the README's first example) generates
+its adapter and sends its input to both models in one click. Binds 127.0.0.1 unless
+told otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Iterator
 
 from .engine import Engine
 
-__all__ = ["build_app", "launch", "EXAMPLES"]
+__all__ = ["build_app", "launch", "EXAMPLES", "BARE_DESCRIPTION", "BARE_INPUTS"]
 
 EXAMPLES = [
     "Answer grade-school math word problems step by step.",
@@ -29,6 +32,11 @@ EXAMPLES = [
     "Write a short Python function that does what the docstring says.",
     "Classify the sentiment of a product review as positive or negative.",
 ]
+# The bare-input example (the README's first): the description states the task and its labels, each message
+# is a review alone, with no instruction in it
+BARE_DESCRIPTION = "Classify the sentiment of a movie review as positive or negative."
+BARE_INPUTS = ["The plot dragged, but the last twenty minutes were worth the wait.",
+               "A warm, funny film; the cast clearly loved every scene."]
 NO_ADAPTER = "*No adapter yet: type a task description and click **Generate**.*"
 
 
@@ -174,6 +182,12 @@ def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) 
             for r in reqs:
                 r.cancelled.set()
 
+    def try_example(description: str, message: str) -> Iterator[tuple[Any, ...]]:
+        """A bare-input example in one click: generate its adapter, then a new chat with its input."""
+        made = generate(description)
+        for chats in send(message, made[0], [], []):
+            yield (*made, *chats)
+
     with gr.Blocks(title="Text-to-LoRA") as app:
         gr.Markdown("# Text-to-LoRA\nDescribe a task; a hypernetwork turns the description into a LoRA adapter "
                     f"for **{engine.base_name}**. Then chat with the base and the adapted model side by side.")
@@ -194,6 +208,13 @@ def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) 
             message = gr.Textbox(label="Message", placeholder="Ask something...", scale=5, elem_id="message")
             send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
             clear = gr.Button("Clear chat", scale=1, elem_id="clear")
+        gr.Markdown(f"**Bare inputs.** The description states the task: *{BARE_DESCRIPTION}* Each message below is "
+                    "a review alone, with no instruction: one click generates the adapter and sends the review to "
+                    "both models.", elem_id="bare-intro")
+        gr.Examples(examples=[[BARE_DESCRIPTION, m] for m in BARE_INPUTS], inputs=[description, message],
+                    outputs=[active, info, recent, download, base_chat, ad_chat, message], fn=try_example,
+                    run_on_click=True, cache_examples=False, visible_columns=[1], api_name="bare_example",
+                    label="Bare-input examples", elem_id="bare-examples")
 
         gen_btn.click(generate, [description], [active, info, recent, download])
         description.submit(generate, [description], [active, info, recent, download])
