@@ -60,7 +60,7 @@ def add_format_args(p: argparse.ArgumentParser, formats: tuple[str, ...] = ("pef
 
 
 def add_engine_args(p: argparse.ArgumentParser, torch_help: str) -> None:
-    """``--engine torch|llama.cpp`` and ``--base-gguf`` (``t2l chat`` and ``t2l ui``)."""
+    """``--engine torch|llama.cpp`` and ``--base-gguf`` (``t2l chat``, ``t2l serve``, ``t2l ui``)."""
     p.add_argument("--engine", choices=["torch", "llama.cpp"], default="torch",
                    help=f"torch: {torch_help} (default); llama.cpp: the base's GGUF file with the adapter as a GGUF "
                         "LoRA, through llama-cpp-python (faster on a CPU)")

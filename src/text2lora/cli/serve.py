@@ -28,21 +28,24 @@ def _engine(args: argparse.Namespace):
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
+        if args.engine == "torch":
+            import torch
 
-        torch.set_num_threads(args.threads)
-    return load_engine(args.model, args.base, config_from_args(EngineConfig, args), device=args.device)
+            torch.set_num_threads(args.threads)
+    return load_engine(args.model, args.base, config_from_args(EngineConfig, args), device=args.device,
+                       engine=args.engine, base_gguf=args.base_gguf, threads=args.threads)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _require("fastapi", "uvicorn")
     from ..serve.server import serve
 
+    check_engine_args(args)  # before minutes of loading
     if args.max_body_bytes < 1024:
         raise ConfigError(f"--max-body-bytes must be >= 1024, got {args.max_body_bytes}")
     engine = _engine(args)
-    print(f"serving {engine.base_name} at http://{args.host}:{args.port}/v1 (model 't2l:<description>' "
-          "generates an adapter)", file=sys.stderr)
+    print(f"serving {engine.base_name} with the {engine.kind} engine at http://{args.host}:{args.port}/v1 (model "
+          "'t2l:<description>' generates an adapter)", file=sys.stderr)
     serve(engine, args.host, args.port, args.max_body_bytes, log_level="warning" if args.quiet else "info",
           api_key=args.api_key or os.environ.get("T2L_API_KEY") or None)
     return 0
@@ -53,14 +56,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ..serve.ui import launch
 
     check_engine_args(args)  # before minutes of loading
-    engine = _engine(args)
-    cpp = None
-    if args.engine == "llama.cpp":
-        from ..serve.llama_cpp import LlamaCppChat
-
-        cpp = LlamaCppChat(engine.base, args.base_gguf)
-    launch(engine, host=args.host, port=args.port, share=False, max_new_tokens=args.default_max_tokens,
-           llama_cpp=cpp)
+    launch(_engine(args), host=args.host, port=args.port, share=False, max_new_tokens=args.default_max_tokens)
     return 0
 
 
@@ -79,8 +75,10 @@ def _common(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=port, help=f"port (default {port})")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 helps when other processes share the cores)")
+                   help="CPU threads of the engine (default: torch's, or llama-cpp-python's: half the cores; with "
+                        "torch, 1 helps when other processes share the cores)")
     add_config_flags(p, EngineConfig, ENGINE_FLAGS)
+    add_engine_args(p, "PyTorch, requests with different adapters batched in one forward pass")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,5 +100,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Gradio app: type a task description, click Generate, and chat with the "
                        "base model and the adapted model side by side.")
     _common(p, 7860)
-    add_engine_args(p, "the chats run in the server's batcher")
     p.set_defaults(func=cmd_ui)

@@ -45,7 +45,7 @@ from ..adapter import LoRAAdapter
 from ..base import BaseModel, pad_batch
 from ..inject import apply_adapters
 
-__all__ = ["GenRequest", "Batcher", "Event"]
+__all__ = ["GenRequest", "Batcher", "Event", "Row", "RowRouter"]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ class GenRequest:
         return (*self.sampling_key(), max(0, (len(self.prompt_ids) - 1).bit_length() - 6))
 
 
-class _Row:
-    """Per-row decoding state: token ids, text sent so far, finish reason."""
+class Row:
+    """Per-request decoding state: token ids, text sent so far, finish reason."""
 
     def __init__(self, req: GenRequest):
         self.req = req
@@ -102,18 +102,21 @@ class _Row:
         self.hold = max((len(s) for s in req.stop), default=1) - 1
 
 
-class _RowRouter:
-    """A stopping criterion that routes each new token to its row and marks finished rows.
+class RowRouter:
+    """Routes each new token to its row (:meth:`step`): the text it adds (held back while it may be the start
+    of a stop string or an incomplete UTF-8 sequence), the end of the row at an end-of-answer token, a stop
+    string or ``max_tokens``, and the row's ``done`` event with its usage counts. Every engine reports tokens
+    through it, so stop strings, usage and finish reasons mean the same in each.
 
-    ``generate`` calls it once per decoding step with all ids so far; it returns a bool
-    tensor with ``True`` for rows that are done. It is used instead of a streamer
-    because ``generate`` calls it synchronously at every step for every row.
+    As a stopping criterion, ``generate`` calls it once per decoding step with all ids so far; it returns a
+    bool tensor with ``True`` for rows that are done. It is used instead of a streamer because ``generate``
+    calls it synchronously at every step for every row.
     """
 
-    def __init__(self, rows: list[_Row], tokenizer: Any, eos_ids: set[int], batch_id: int):
+    def __init__(self, rows: list[Row], tokenizer: Any, eos_ids: set[int], batch_id: int):
         self.rows, self.tok, self.eos, self.batch_id = rows, tokenizer, eos_ids, batch_id
 
-    def _emit(self, row: _Row, final: bool) -> None:
+    def _emit(self, row: Row, final: bool) -> None:
         text = self.tok.decode(row.ids, skip_special_tokens=True)
         cut = -1
         for s in row.req.stop:
@@ -133,32 +136,33 @@ class _RowRouter:
         elif not text.startswith(row.sent):  # decoding changed earlier text (rare): send nothing more
             log.debug("detokenisation changed earlier text; continuing from the stable prefix")
 
-    def finish(self, row: _Row, reason: str) -> None:
+    def finish(self, row: Row, reason: str) -> None:
         if row.finish is None:
             row.finish = reason
         self._emit(row, final=True)
         row.req.sink(Event("done", finish_reason=row.finish, prompt_tokens=len(row.req.prompt_ids),
                            completion_tokens=len(row.ids), batch_id=self.batch_id, batch_size=len(self.rows)))
 
-    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
-        last = input_ids[:, -1].tolist()
-        done = []
-        for row, tok in zip(self.rows, last):
-            if row.finish is None and row.req.cancelled.is_set():
-                row.finish = "cancelled"
-            if row.finish is not None:
-                done.append(True)
-                continue
-            if tok in self.eos:
+    def step(self, row: Row, tok: int) -> bool:
+        """Give ``row`` its next token ``tok``; whether the row is finished (it was already, its client went
+        away, or this token ends it)."""
+        if row.finish is None and row.req.cancelled.is_set():
+            row.finish = "cancelled"
+        if row.finish is not None:
+            return True
+        if tok in self.eos:
+            self.finish(row, "stop")
+        else:
+            row.ids.append(tok)
+            self._emit(row, final=False)
+            if row.finish == "stop":
                 self.finish(row, "stop")
-            else:
-                row.ids.append(tok)
-                self._emit(row, final=False)
-                if row.finish == "stop":
-                    self.finish(row, "stop")
-                elif len(row.ids) >= row.req.max_tokens:
-                    self.finish(row, "length")
-            done.append(row.finish is not None)
+            elif len(row.ids) >= row.req.max_tokens:
+                self.finish(row, "length")
+        return row.finish is not None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        done = [self.step(row, tok) for row, tok in zip(self.rows, input_ids[:, -1].tolist())]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -167,8 +171,8 @@ class _Batch:
     """A batch in progress: its rows, the token ids and attention mask so far, and its KV cache."""
 
     batch_id: int
-    rows: list[_Row]
-    router: _RowRouter
+    rows: list[Row]
+    router: RowRouter
     ids: torch.Tensor
     mask: torch.Tensor
     prompt_len: int
@@ -323,10 +327,10 @@ class Batcher:
 
     def _start(self, reqs: list[GenRequest]) -> _Batch:
         batch_id = next(self._ids)
-        rows = [_Row(r) for r in reqs]
+        rows = [Row(r) for r in reqs]
         n = len(reqs)
         ids, mask = pad_batch([r.prompt_ids for r in reqs], self.pad_id, left=True)
-        router = _RowRouter(rows, self.base.tokenizer, self.eos_ids, batch_id)
+        router = RowRouter(rows, self.base.tokenizer, self.eos_ids, batch_id)
         with self._stats_lock:  # counted before any row finishes, so a client never sees a stale count
             s = self.stats
             s["batches"] += 1

@@ -1,4 +1,15 @@
-"""The serving engine shared by ``t2l serve`` and ``t2l ui``: base model, generator, adapter store, batcher."""
+"""The serving engines that ``t2l serve`` and ``t2l ui`` run on.
+
+:class:`ServingEngine` is what the apps use: the base model's tokenizer and limits, the generator, the
+:class:`~.store.AdapterStore` of generated adapters, and ``submit`` / ``stream`` of one generation whose
+tokens are reported through :class:`~.batcher.RowRouter` (stop strings, ``max_tokens``, usage counts and
+finish reasons mean the same in every engine). Two engines implement the generation:
+
+- :class:`Engine` (``--engine torch``): PyTorch, requests with different adapters in one batched forward
+  pass (:class:`~.batcher.Batcher`);
+- :class:`~.llama_cpp.LlamaCppEngine` (``--engine llama.cpp``): llama.cpp on the base's GGUF file, each
+  adapter exported to GGUF and loaded once, requests run one after another.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +17,24 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..adapter import LoRAAdapter
 from ..base import BaseModel
-from ..errors import ConfigError
+from ..errors import ConfigError, T2LError
 from .batcher import Batcher, Event, GenRequest
 from .store import AdapterInfo, AdapterStore
 
-__all__ = ["EngineConfig", "Engine", "load_engine", "longest_token_bytes"]
+__all__ = ["ENGINES", "EngineConfig", "ServingEngine", "Engine", "AdapterLoadError", "load_engine",
+           "longest_token_bytes"]
+
+ENGINES = ("torch", "llama.cpp")
+"""The engines ``--engine`` names."""
+
+
+class AdapterLoadError(T2LError):
+    """An engine could not load an adapter (llama.cpp refused its GGUF file); the server answers 422 naming the
+    adapter and goes on serving the others."""
 
 
 @dataclass
@@ -58,8 +78,11 @@ class EngineConfig:
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens_limit)
 
 
-class Engine:
-    """Generates adapters on demand and runs chat/completion requests in dynamic batches.
+class ServingEngine:
+    """The engine interface: adapters by description or id, prompt tokens, one generation at a time submitted
+    (``submit``, events to a sink) or streamed (``stream``), counters and ``close``. Subclasses run the
+    generations: :meth:`_run` takes a :class:`GenRequest` and reports its events through
+    :class:`~.batcher.RowRouter`; :meth:`generation_stats` gives their counters.
 
     Example::
 
@@ -67,6 +90,9 @@ class Engine:
         ad, info, hit = engine.adapter("Answer with yes or no.")
         text = "".join(ev.text for ev in engine.stream(engine.chat_ids("Is water wet?"), ad))
     """
+
+    kind = ""
+    """The ``--engine`` name."""
 
     def __init__(self, base: BaseModel, generator: Any, config: EngineConfig | None = None):
         self.base, self.gen = base, generator
@@ -83,7 +109,6 @@ class Engine:
         # is refused before tokenising; None when the tokenizer does not list its vocabulary
         longest = longest_token_bytes(base.tokenizer)
         self.max_prompt_chars = self.config.max_prompt_tokens * longest if longest else None
-        self.batcher = Batcher(base, self.config.max_batch, self.config.batch_wait_ms, lock=self.model_lock)
         cfg = getattr(base.model, "config", None)
         self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
 
@@ -94,10 +119,17 @@ class Engine:
     def adapter(self, description: str | None = None, adapter_id: str | None = None,
                 name: str | None = None) -> tuple[LoRAAdapter, AdapterInfo, bool]:
         """An adapter by description (generated here with the loaded generator, on first use) or by id (what
-        is registered under it): ``(adapter, info, cache_hit)``."""
+        is registered under it), ready for this engine: ``(adapter, info, cache_hit)``. Raises
+        :class:`AdapterLoadError` when the engine cannot load it."""
         if description is None:
-            return self.store.by_id(adapter_id or "")
-        return self.store.get(description, name=name)
+            adapter, info, hit = self.store.by_id(adapter_id or "")
+        else:
+            adapter, info, hit = self.store.get(description, name=name)
+        self._prepare(adapter, info)
+        return adapter, info, hit
+
+    def _prepare(self, adapter: LoRAAdapter, info: AdapterInfo) -> None:
+        """Make ``adapter`` ready to run (the PyTorch engine needs nothing)."""
 
     def chat_ids(self, messages: list[dict[str, str]] | str) -> list[int]:
         """Token ids of a chat prompt (the tokenizer's chat template, generation prompt added)."""
@@ -108,13 +140,18 @@ class Engine:
         """Token ids of a raw completion prompt."""
         return list(self.base.tokenizer(prompt)["input_ids"])
 
-    def submit(self, prompt_ids: list[int], adapter: LoRAAdapter | None, sink, max_tokens: int | None = None,
-               temperature: float = 0.0, top_p: float = 1.0, stop: list[str] | None = None) -> GenRequest:
-        """Queue one generation; events go to ``sink`` (called from the worker thread)."""
+    def submit(self, prompt_ids: list[int], adapter: LoRAAdapter | None, sink: Callable[[Event], None],
+               max_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None) -> GenRequest:
+        """Queue one generation; events go to ``sink`` (called from the engine's worker thread). Setting the
+        returned request's ``cancelled`` stops it."""
         req = GenRequest(list(prompt_ids), adapter, sink, max_tokens or self.config.default_max_tokens,
                          temperature, top_p, list(stop or []))
-        self.batcher.submit(req)
+        self._run(req)
         return req
+
+    def _run(self, req: GenRequest) -> None:
+        raise NotImplementedError
 
     def stream(self, prompt_ids: list[int], adapter: LoRAAdapter | None, **kwargs: Any) -> Iterator[Event]:
         """Blocking iterator over the events of one generation (for threads, e.g. the web UI)."""
@@ -131,11 +168,38 @@ class Engine:
         finally:
             req.cancelled.set()
 
+    def generation_stats(self) -> dict[str, Any]:
+        """Counters of the generations run: ``batches``, ``rows``, ``max_batch_size``, ``tokens``, ``busy_s``."""
+        raise NotImplementedError
+
     def stats(self) -> dict[str, Any]:
-        return {"batcher": self.batcher.snapshot(), "adapters": self.store.snapshot(), "base_model": self.base_name}
+        return {"engine": self.kind, "batcher": self.generation_stats(), "adapters": self.store.snapshot(),
+                "base_model": self.base_name}
+
+    def close(self) -> None:
+        """Stop the worker once the generations in progress are done; delete the files only it needed."""
+        self.store.close()
+
+
+class Engine(ServingEngine):
+    """The PyTorch engine (``--engine torch``): requests run in dynamic batches, one adapter per row
+    (:class:`~.batcher.Batcher`)."""
+
+    kind = "torch"
+
+    def __init__(self, base: BaseModel, generator: Any, config: EngineConfig | None = None):
+        super().__init__(base, generator, config)
+        self.batcher = Batcher(base, self.config.max_batch, self.config.batch_wait_ms, lock=self.model_lock)
+
+    def _run(self, req: GenRequest) -> None:
+        self.batcher.submit(req)
+
+    def generation_stats(self) -> dict[str, Any]:
+        return self.batcher.snapshot()
 
     def close(self) -> None:
         self.batcher.close()
+        super().close()
 
 
 def longest_token_bytes(tokenizer: Any) -> int | None:
@@ -150,12 +214,22 @@ def longest_token_bytes(tokenizer: Any) -> int | None:
 
 
 def load_engine(model: str | None = None, base: str | None = None, config: EngineConfig | None = None,
-                device: str | None = None) -> Engine:
-    """Load a generator checkpoint (``None`` = the shipped default) and its base model into an :class:`Engine`."""
+                device: str | None = None, engine: str = "torch", base_gguf: str | None = None,
+                threads: int | None = None) -> ServingEngine:
+    """Load a generator checkpoint (``None`` = the shipped default) and its base model into a serving engine:
+    ``engine="torch"`` (:class:`Engine`) or ``"llama.cpp"`` (:class:`~.llama_cpp.LlamaCppEngine`, on
+    ``base_gguf``: by default the embedded base's GGUF file, or the ``.gguf`` file ``base`` names; ``threads``
+    are llama.cpp's CPU threads)."""
     from ..base import load_base
     from ..errors import CheckpointError
     from ..generator import DEFAULT_GENERATOR_DIR, TextToLoRA, read_checkpoint_config
 
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine == "llama.cpp":
+        from .llama_cpp import require_llama_cpp
+
+        require_llama_cpp()  # before minutes of loading
     ckpt = Path(model) if model else DEFAULT_GENERATOR_DIR
     cfg_path = ckpt / "config.json"
     if not cfg_path.is_file():
@@ -166,4 +240,8 @@ def load_engine(model: str | None = None, base: str | None = None, config: Engin
     modules = [str(m.get("name")) for m in spec["modules"]] or ["q_proj", "v_proj"]
     b = load_base(base or spec.get("name"), target_modules=modules, device=device)
     gen = TextToLoRA.from_pretrained(model, base=b, device=b.device)
+    if engine == "llama.cpp":
+        from .llama_cpp import LlamaCppEngine
+
+        return LlamaCppEngine(b, gen, config, base_gguf=base_gguf, n_threads=threads)
     return Engine(b, gen, config)

@@ -49,8 +49,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .batcher import Event
+from .engine import AdapterLoadError, ServingEngine
 from .store import BadAdapterId, InvalidDescription, UnknownAdapter
-from .engine import Engine
 from .middleware import (CLIENT_ERRORS, ConnectionLimits, RequestIds, accept_backlog, check_api_key, conn_log,
                          guarded_protocol, limit_repeats, request_id_of)
 from .schemas import AdapterCreate, APIError, ChatRequest, CompletionRequest, validation_message
@@ -135,7 +135,7 @@ def _parse(model_cls: type, body: dict[str, Any]) -> Any:
 class _Handler:
     """The request logic, apart from the FastAPI wiring."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: ServingEngine):
         self.engine = engine
         self.requests = 0
         self.disconnects = 0
@@ -161,6 +161,8 @@ class _Handler:
         except (UnknownAdapter, BadAdapterId) as e:
             raise APIError(404, f"model {str(aid)[:80]!r} does not exist: {e}", param="model",
                            code="model_not_found") from None
+        except AdapterLoadError as e:
+            raise _not_loaded(e, param) from None
         return ad, info.id, {"adapter": info.id, "cache_hit": hit}
 
     def check_size(self, texts: list[str], param: str) -> None:
@@ -219,6 +221,8 @@ class _Handler:
             while True:
                 ev = await q.get()
                 if ev.kind == "error":
+                    if isinstance(ev.error, AdapterLoadError):
+                        raise _not_loaded(ev.error, "model")
                     log.error("request %s: generation failed: %r", request_id, ev.error)
                     raise APIError(500, f"generation failed (request id {request_id}): {ev.error}",
                                    type="server_error", code="generation_failed")
@@ -309,6 +313,8 @@ class _Handler:
             raise APIError(409, str(e), param="name", code="adapter_exists") from None
         except InvalidDescription as e:
             raise APIError(400, str(e), param="description", code="invalid_description") from None
+        except AdapterLoadError as e:
+            raise _not_loaded(e, "description") from None
         return self.adapter_json(info, cached=hit)
 
     def stats(self) -> dict[str, Any]:
@@ -372,6 +378,13 @@ class _Handler:
         except APIError as e:
             yield f"data: {json.dumps(e.body())}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+
+def _not_loaded(e: AdapterLoadError, param: str) -> APIError:
+    """422 for an adapter the engine could not load (the others are still served)."""
+    log.warning("%s", e)
+    return APIError(422, f"{e}; this request cannot be served with it, the other adapters still are", param=param,
+                    code="adapter_load_failed")
 
 
 def _usage(ev: Event) -> dict[str, int]:
@@ -455,7 +468,7 @@ async def _lifespan(app: Any) -> AsyncIterator[None]:
     app.state.engine.close()
 
 
-def create_app(engine: Engine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None) -> Any:
+def create_app(engine: ServingEngine, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None) -> Any:
     """The FastAPI application serving ``engine``; with ``api_key``, every request but ``/health`` (the
     ``/v1`` API, ``/docs``, ``/openapi.json``) must carry ``Authorization: Bearer <api_key>`` (what OpenAI
     clients send), else 401."""
@@ -530,7 +543,7 @@ class ServerThread:
         self.stop()
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000,
+def serve(engine: ServingEngine, host: str = "127.0.0.1", port: int = 8000,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", api_key: str | None = None,
           limits: ConnectionLimits | None = None) -> None:
     """Serve until interrupted (blocking)."""

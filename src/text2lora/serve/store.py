@@ -26,6 +26,10 @@ With ``adapter_dir`` set, each generated adapter is also written to ``adapter_di
 directory, the layout vLLM's filesystem LoRA resolver reads; directories this process wrote are kept
 under ``disk_quota_mb``, the least recently used deleted first (directories it did not write are
 never deleted nor overwritten).
+
+For the llama.cpp engine the store also keeps each adapter as a llama.cpp GGUF file (:meth:`AdapterStore.gguf_path`,
+written once per weights digest): ``adapter.gguf`` beside the PEFT files in ``adapter_dir/<id>/`` when this
+process wrote that directory (counted in the quota), else in a private temporary directory.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import hashlib
 import logging
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -166,6 +171,9 @@ class AdapterStore:
         self._lock = threading.Lock()
         self._gen_lock = gen_lock or threading.Lock()
         self._inflight: dict[str, threading.Event] = {}
+        self._gguf: dict[str, Path] = {}  # weights digest -> the GGUF file written for it
+        self._gguf_lock = threading.Lock()
+        self._private: Path | None = None  # where GGUF files without an adapter directory of ours go
         self.stats = {"hits": 0, "misses": 0, "evictions": 0, "generated": 0, "disk_evictions": 0, "refused": 0}
 
     def generated_id(self, description: str) -> str:
@@ -452,6 +460,48 @@ class AdapterStore:
                     info.path = None
                 self.stats["disk_evictions"] += 1
             shutil.rmtree(self.adapter_dir / old, ignore_errors=True)  # type: ignore[operator]
+
+    def gguf_path(self, adapter: LoRAAdapter, info: AdapterInfo | None, base_gguf: str | Path) -> Path:
+        """``adapter`` as a llama.cpp LoRA GGUF file on the base's GGUF file ``base_gguf``, written once per
+        weights digest (:func:`~text2lora.formats.gguf.save_gguf`): ``adapter.gguf`` in the adapter's
+        directory (``info.path``) when this store wrote it, beside the PEFT files of the same id and digest;
+        else in the store's private directory, deleted by :meth:`close`."""
+        from ..formats.gguf import save_gguf
+
+        digest = adapter.digest()
+        with self._gguf_lock:
+            known = self._gguf.get(digest)
+            if known is not None and known.is_file():
+                return known
+            with self._lock:
+                folder = (info.path if info is not None and info.path is not None and info.digest == digest
+                          and info.id in self._written else None)
+            path = None
+            if folder is not None:
+                try:
+                    path = save_gguf(adapter, Path(folder) / "adapter.gguf", base_gguf=base_gguf, force=True)
+                except OSError:  # the directory was evicted meanwhile (disk quota): keep the file privately
+                    folder = None
+            if path is None:
+                if self._private is None:
+                    self._private = Path(tempfile.mkdtemp(prefix="t2l-gguf-"))
+                path = save_gguf(adapter, self._private / f"{digest[:32]}.gguf", base_gguf=base_gguf, force=True)
+            self._gguf[digest] = path
+            if folder is not None:
+                with self._lock:
+                    if info.id in self._written:  # type: ignore[union-attr]
+                        self._written[info.id] += path.stat().st_size  # type: ignore[union-attr]
+        if folder is not None:
+            self._evict_disk()
+        return path
+
+    def close(self) -> None:
+        """Delete the private directory of GGUF files (the adapter directory is left as it is)."""
+        with self._gguf_lock:
+            if self._private is not None:
+                shutil.rmtree(self._private, ignore_errors=True)
+                self._private = None
+            self._gguf.clear()
 
     def disk_bytes(self) -> int:
         """Bytes of the adapter directories this process wrote and still keeps."""
