@@ -134,3 +134,15 @@ def test_bad_adapter_is_one_line_and_exit_2_before_the_base_loads(case, want, ma
     elif case != "other-t2l":
         assert str(paths[case]) in err
     assert (tmp_path / "notes.txt").read_text() == "not an adapter\n"  # nothing of the user's touched
+
+
+def test_the_readme_first_chat_example_is_the_web_ui_bare_input_example():
+    """The README's first `t2l chat` commands and the page's one-click example are the same description and review."""
+    from pathlib import Path
+
+    from text2lora.serve.ui import BARE_DESCRIPTION, BARE_INPUTS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first = readme[readme.index("t2l chat "):]
+    assert first.startswith(f't2l chat --description "{BARE_DESCRIPTION}"')
+    assert first.index(f'--message "{BARE_INPUTS[0]}"') < first.index("```")
