@@ -19,6 +19,7 @@ def test_help(argv, capsys):
 
 
 def test_fetch_list_show(cache, capsys, monkeypatch):  # noqa: F811
+    from text2lora.data.catalog import COLLECTIONS
     import text2lora.data.catalog as catalog
 
     real = catalog.bigbench_descriptions
@@ -38,7 +39,8 @@ def test_fetch_list_show(cache, capsys, monkeypatch):  # noqa: F811
     assert "benchmarks: 10 tasks" in out and "bigbench: 4 tasks, 200 examples" in out and "1 decontaminated" in out
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
-    lines = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:7]}
+    lines = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:] if ln.split() and ln.split()[0] in COLLECTIONS}
+    assert set(lines) == set(COLLECTIONS)
     assert lines["bigbench"][1:4] == ["yes", "4", "200"] and lines["sni"][1] == "no"
     assert lines["worked"][1:4] == ["yes", "12", str(12 * 50)]  # generated: no package, capped like the others
     assert lines["programs"][1:4] == ["yes", "10", str(10 * 50)]
