@@ -1,8 +1,8 @@
 """Hostile clients against ``t2l serve``: each test is one way a client tried to take another client's
 adapter, hold the server's connections, stall its event loop or make it answer 500.
 
-Everything runs on 127.0.0.1 with the tiny random models; the slowloris tests open at most a few hundred
-sockets, against a lowered connection cap or open-file limit, and finish in seconds.
+Everything runs on 127.0.0.1 with the tiny random models, on each engine (``engine_kind``); the slowloris tests
+open at most a few hundred sockets, against a lowered connection cap or open-file limit, and finish in seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
 
-from _serve_utils import free_port, tiny_generator  # noqa: E402
+from _serve_utils import base_gguf, engine_kind, free_port, greedy_reply, make_engine, tiny_generator  # noqa: E402, F401
 
 KEY = "adversarial-key-0123456789"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -42,13 +42,13 @@ def tiny(tmp_path_factory):
     return root, base, gen
 
 
-def _start(root, base, gen, adapter_dir="adapters", limits=None, **engine_kw):
-    from text2lora.serve.engine import Engine, EngineConfig
+def _start(root, base, gen, kind, adapter_dir="adapters", limits=None, **engine_kw):
+    from text2lora.serve.engine import EngineConfig
     from text2lora.serve.server import ServerThread, create_app
 
-    cfg = EngineConfig(max_tokens_limit=16, max_prompt_tokens=MAX_PROMPT, adapter_dir=str(root / adapter_dir),
-                       **engine_kw)
-    engine = Engine(base, gen, cfg)
+    cfg = EngineConfig(max_tokens_limit=16, max_prompt_tokens=MAX_PROMPT,
+                       adapter_dir=str(root / f"{adapter_dir}-{kind}"), **engine_kw)
+    engine = make_engine(kind, base, gen, cfg)
     srv = ServerThread(create_app(engine, api_key=KEY), limits=limits).start()
     srv.engine, srv.root = engine, root
     srv.client = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
@@ -56,8 +56,8 @@ def _start(root, base, gen, adapter_dir="adapters", limits=None, **engine_kw):
 
 
 @pytest.fixture(scope="module")
-def server(tiny):
-    srv = _start(*tiny)
+def server(tiny, engine_kind):
+    srv = _start(*tiny, engine_kind)
     yield srv
     srv.stop()
 
@@ -92,22 +92,8 @@ def _reply(srv, model, prompt="Tell me about the sea."):
 
 
 def _alone(engine, adapter, prompt="Tell me about the sea."):
-    """Greedy reply of ``adapter`` through the batcher's code, outside the server (the oracle)."""
-    import queue
-
-    from text2lora.serve.batcher import Batcher, GenRequest
-
-    events: queue.Queue = queue.Queue()
-    b = Batcher(engine.base, max_batch=1, wait_ms=0)
-    try:
-        with engine.model_lock:
-            b.submit(GenRequest(engine.completion_ids(prompt), adapter, events.put, 8))
-            text = []
-            while (ev := events.get(timeout=120)).kind != "done":
-                text.append(ev.text)
-    finally:
-        b.close()
-    return "".join(text)
+    """Greedy reply of ``adapter``, computed outside the server (the oracle: ``greedy_reply``)."""
+    return greedy_reply(engine, engine.completion_ids(prompt), adapter, 8)
 
 
 # ----------------------------------------------------------------------------- 1. another client's adapter
@@ -130,7 +116,7 @@ def test_a_client_name_cannot_take_the_id_of_another_description(server):
     own = gen.generate(VICTIM)
     assert served_id == victim_id
     assert text == _alone(eng, own) != _alone(eng, gen.generate(BANANA))
-    assert same_weights(LoRAAdapter.load(server.root / "adapters" / victim_id), own)
+    assert same_weights(LoRAAdapter.load(server.root / f"adapters-{eng.kind}" / victim_id), own)
     # a description's own id as its name is no squatting: it is the same adapter
     r = httpx.post(server.url + "/v1/adapters", json={"description": VICTIM, "name": victim_id}, headers=AUTH)
     assert r.status_code == 200 and r.json()["id"] == victim_id
@@ -152,14 +138,13 @@ def test_a_cache_entry_is_compared_with_the_description_on_every_hit(server):
 
 
 @pytest.mark.parametrize("name", ["base", "BASE", "tiny-llama"])
-def test_names_that_mean_the_base_model_are_refused(tmp_path, name):
+def test_names_that_mean_the_base_model_are_refused(tmp_path, name, engine_kind):
     from conftest import make_base
     from text2lora import TextToLoRA
-    from text2lora.serve.engine import Engine
     from text2lora.serve.server import ServerThread, create_app
 
     base = make_base("llama")  # its name, "tiny-llama", is a valid adapter name
-    engine = Engine(base, TextToLoRA.init(base, latent_dim=16, head_in=32))
+    engine = make_engine(engine_kind, base, TextToLoRA.init(base, latent_dim=16, head_in=32))
     assert engine.base_name == "tiny-llama"
     with ServerThread(create_app(engine)) as srv:
         err = _error(httpx.post(srv.url + "/v1/adapters", json={"description": BANANA, "name": name}), 400,
@@ -178,7 +163,7 @@ def _plant(directory, adapter, description, generator_digest):
                                                                                                   vllm=False)
 
 
-def test_a_squatted_directory_is_not_served_after_a_restart(tiny, tmp_path):
+def test_a_squatted_directory_is_not_served_after_a_restart(tiny, tmp_path, engine_kind):
     """What an earlier server (or another process) left in --adapter-dir under the victim's id, claiming the
     victim's description and the generator, with BANANA's weights: the restarted server serves the victim
     the generator's own adapter and leaves the directory alone."""
@@ -188,10 +173,10 @@ def test_a_squatted_directory_is_not_served_after_a_restart(tiny, tmp_path):
     root, base, gen = tiny
     gd = generator_digest(gen)
     victim_id = adapter_id_for(VICTIM, gd)
-    adir = tmp_path / "adapters"
+    adir = tmp_path / f"adapters-{engine_kind}"
     banana = gen.generate(BANANA)
     _plant(adir / victim_id, banana, VICTIM, gd)
-    srv = _start(tmp_path, base, gen)
+    srv = _start(tmp_path, base, gen, engine_kind)
     try:
         own = gen.generate(VICTIM)
         for model in (victim_id, "t2l:" + VICTIM):  # by id first: the directory is read, then by description
@@ -203,7 +188,7 @@ def test_a_squatted_directory_is_not_served_after_a_restart(tiny, tmp_path):
         srv.stop()
 
 
-def test_a_named_directory_is_verified_before_it_is_served(tiny, tmp_path):
+def test_a_named_directory_is_verified_before_it_is_served(tiny, tmp_path, engine_kind):
     """Named directories: served when they hold what the generator makes for the description they name
     (a restart), refused (404, saying why) when the weights, the generator or the name do not fit."""
     from text2lora import TextToLoRA
@@ -211,13 +196,13 @@ def test_a_named_directory_is_verified_before_it_is_served(tiny, tmp_path):
 
     root, base, gen = tiny
     gd = generator_digest(gen)
-    adir = tmp_path / "adapters"
+    adir = tmp_path / f"adapters-{engine_kind}"
     _plant(adir / "french", gen.generate(VICTIM), VICTIM, gd)  # what a server wrote for a name
     _plant(adir / "forged", gen.generate(BANANA), VICTIM, gd)  # claims VICTIM, holds BANANA
     other = TextToLoRA.init(base, latent_dim=16, head_in=32)
     _plant(adir / "foreign", other.generate(VICTIM), VICTIM, "0" * 64)  # another generator's
     _plant(adir / "base", gen.generate(VICTIM), VICTIM, gd)  # a name no client may have
-    srv = _start(tmp_path, base, gen)
+    srv = _start(tmp_path, base, gen, engine_kind)
     try:
         text, served = _reply(srv, "french")
         assert served == "french" and text == _alone(srv.engine, gen.generate(VICTIM))
@@ -260,10 +245,10 @@ def _closed_by_server(sock, wait):
     return data
 
 
-def test_half_open_connections_are_closed_after_the_head_timeout(tiny, fresh_logs, caplog):
+def test_half_open_connections_are_closed_after_the_head_timeout(tiny, engine_kind, fresh_logs, caplog):
     from text2lora.serve.middleware import ConnectionLimits
 
-    srv = _start(*tiny, limits=ConnectionLimits(head_timeout=1.0, body_timeout=1.0))
+    srv = _start(*tiny, engine_kind, limits=ConnectionLimits(head_timeout=1.0, body_timeout=1.0))
     try:
         with caplog.at_level(logging.INFO, logger="text2lora.serve"):
             t0 = time.monotonic()
@@ -289,11 +274,11 @@ def test_half_open_connections_are_closed_after_the_head_timeout(tiny, fresh_log
         srv.stop()
 
 
-def test_health_answers_while_half_open_connections_fill_the_cap(tiny, fresh_logs, caplog):
+def test_health_answers_while_half_open_connections_fill_the_cap(tiny, engine_kind, fresh_logs, caplog):
     from text2lora.serve.middleware import ConnectionLimits
 
     cap = 32
-    srv = _start(*tiny, limits=ConnectionLimits(head_timeout=120, max_connections=cap))
+    srv = _start(*tiny, engine_kind, limits=ConnectionLimits(head_timeout=120, max_connections=cap))
     socks = []
     try:
         with caplog.at_level(logging.INFO, logger="text2lora.serve"):
@@ -317,11 +302,13 @@ def test_health_answers_while_half_open_connections_fill_the_cap(tiny, fresh_log
         srv.stop()
 
 
-def test_t2l_serve_under_a_low_open_file_limit_keeps_answering(tiny, tmp_path):
+def test_t2l_serve_under_a_low_open_file_limit_keeps_answering(tiny, tmp_path, engine_kind):
     """The reproduction, scaled down: ``t2l serve`` with 256 open files and 300 half-open sockets. It
     answered no /health for 30 s and logged tens of MB of EMFILE tracebacks; now it answers, its log stays
     small, and it never runs out of descriptors (the cap is half the limit)."""
-    root, _, _ = tiny
+    root, base, _ = tiny
+    engine_args = ["--engine", engine_kind] + (["--base-gguf", str(base_gguf(base))] if engine_kind == "llama.cpp"
+                                               else [])
     port = free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -331,7 +318,7 @@ def test_t2l_serve_under_a_low_open_file_limit_keeps_answering(tiny, tmp_path):
 
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "text2lora.cli", "serve", "--model", str(root / "gen"),
-                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 "--port", str(port), *engine_args], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=low_limit)
     socks = []
     url = f"http://127.0.0.1:{port}"
@@ -551,12 +538,11 @@ def test_docs_and_openapi_need_the_key(server, path):
     assert httpx.get(server.url + "/health").status_code == 200
 
 
-def test_docs_are_open_without_a_key(tiny, tmp_path):
-    from text2lora.serve.engine import Engine
+def test_docs_are_open_without_a_key(tiny, tmp_path, engine_kind):
     from text2lora.serve.server import ServerThread, create_app
 
     _, base, gen = tiny
-    with ServerThread(create_app(Engine(base, gen))) as srv:
+    with ServerThread(create_app(make_engine(engine_kind, base, gen))) as srv:
         assert httpx.get(srv.url + "/openapi.json").json()["info"]["title"] == "text2lora"
 
 
@@ -566,7 +552,8 @@ def test_the_guard_keeps_kept_alive_clients_working(server):
     from text2lora.serve.middleware import ConnectionLimits
 
     root, base, gen = server.root, server.engine.base, server.engine.gen
-    srv = _start(root, base, gen, adapter_dir="adapters-keepalive", limits=ConnectionLimits(head_timeout=1.0))
+    srv = _start(root, base, gen, server.engine.kind, adapter_dir="adapters-keepalive",
+                 limits=ConnectionLimits(head_timeout=1.0))
     try:
         with httpx.Client(headers=AUTH, timeout=30) as c:
             for _ in range(3):

@@ -1,4 +1,5 @@
-"""Bad input gets a 4xx with an OpenAI-style error object, and the server keeps serving; the adapter dir."""
+"""Bad input gets a 4xx with an OpenAI-style error object, and the server keeps serving; the adapter dir. On each
+engine (``engine_kind``)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
 
-from _serve_utils import tiny_generator  # noqa: E402
+from _serve_utils import engine_kind, make_engine, tiny_generator  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from text2lora.serve.engine import Engine, EngineConfig
+def server(tmp_path_factory, engine_kind):
+    from text2lora.serve.engine import EngineConfig
     from text2lora.serve.server import ServerThread, create_app
 
     root = tmp_path_factory.mktemp("serve_err")
     base, gen = tiny_generator(root)
-    engine = Engine(base, gen, EngineConfig(max_tokens_limit=32, adapter_dir=str(root / "adapters")))
+    engine = make_engine(engine_kind, base, gen, EngineConfig(max_tokens_limit=32, adapter_dir=str(root / "adapters")))
     with ServerThread(create_app(engine, max_body_bytes=4096)) as srv:
         srv.engine, srv.root = engine, root
         srv.client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
@@ -109,7 +110,8 @@ def test_adapter_ids_cannot_reach_outside_the_adapter_dir(server, tmp_path):
         _check_error(r, 400, "invalid_adapter_id", "name")
     with pytest.raises(openai.NotFoundError):
         server.client.chat.completions.create(model="../secret", messages=[{"role": "user", "content": "x"}])
-    assert sorted(p.name for p in server.root.iterdir()) == ["adapters", "base", "gen", "secret"]
+    extra = ["base.gguf"] if server.engine.kind == "llama.cpp" else []  # the tiny base's GGUF file
+    assert sorted(p.name for p in server.root.iterdir()) == sorted(["adapters", "base", "gen", "secret", *extra])
     assert all(p.parent == adir for p in adir.iterdir())
     _still_serving(server)
 

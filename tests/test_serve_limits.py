@@ -1,12 +1,12 @@
 """Hostile and careless clients: prompt-length limit, empty prompts, lone surrogates, the API key, the right
 adapter for a description (planted directories are never served for it), the adapter-dir quota, batches
-grouped by prompt length, and generation cancelled when a client goes away."""
+grouped by prompt length, and generation cancelled when a client goes away. The server tests run on each engine
+(``engine_kind``); the batching tests drive the PyTorch engine's batcher."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import threading
 import time
 
@@ -17,7 +17,7 @@ openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
-from _serve_utils import tiny_generator  # noqa: E402
+from _serve_utils import engine_kind, greedy_reply, make_engine, tiny_generator  # noqa: E402, F401
 
 MAX_PROMPT = 48
 KEY = "test-key-0123456789"
@@ -31,13 +31,13 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny):
-    from text2lora.serve.engine import Engine, EngineConfig
+def server(tiny, engine_kind):
+    from text2lora.serve.engine import EngineConfig
     from text2lora.serve.server import ServerThread, create_app
 
     root, base, gen = tiny
-    engine = Engine(base, gen, EngineConfig(max_tokens_limit=16, max_prompt_tokens=MAX_PROMPT,
-                                            adapter_dir=str(root / "adapters")))
+    engine = make_engine(engine_kind, base, gen, EngineConfig(max_tokens_limit=16, max_prompt_tokens=MAX_PROMPT,
+                                                              adapter_dir=str(root / f"adapters-{engine_kind}")))
     with ServerThread(create_app(engine, api_key=KEY)) as srv:
         srv.engine, srv.root = engine, root
         srv.client = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
@@ -148,7 +148,7 @@ def test_a_planted_directory_is_never_served_for_a_description(server):
     from text2lora.serve.store import AdapterStore, UnknownAdapter, adapter_id_for
 
     eng, gen = server.engine, server.engine.gen
-    adapter_dir = server.root / "adapters"
+    adapter_dir = server.root / f"adapters-{eng.kind}"
     desc = "Translate English sentences into French."
     own = gen.generate(desc)  # what the loaded generator makes for this description (the oracle)
     other = gen.generate("Write a limerick about cats.")
@@ -163,9 +163,8 @@ def test_a_planted_directory_is_never_served_for_a_description(server):
 
     text, t2l = _reply(server, "t2l:" + desc)
     assert t2l["adapter"] == gid
-    with eng.model_lock:
-        expected = "".join(ev.text for ev in _direct(eng, "Tell me about the sea.", own))
-        planted_text = "".join(ev.text for ev in _direct(eng, "Tell me about the sea.", other))
+    prompt = eng.completion_ids("Tell me about the sea.")
+    expected, planted_text = greedy_reply(eng, prompt, own, 8), greedy_reply(eng, prompt, other, 8)
     assert text == expected
     assert planted_text != expected  # the check can tell the two apart
     served = eng.adapter(desc)[0]
@@ -187,28 +186,11 @@ def test_a_planted_directory_is_never_served_for_a_description(server):
     assert info.generated and adapter.digest() == own.digest()
 
 
-def _direct(engine, prompt, adapter):
-    """Greedy decoding of ``prompt`` with ``adapter`` through the batcher's code, outside the server."""
-    from text2lora.serve.batcher import Batcher, GenRequest
-
-    events: queue.Queue = queue.Queue()
-    b = Batcher(engine.base, max_batch=1, wait_ms=0)
-    try:
-        b.submit(GenRequest(engine.completion_ids(prompt), adapter, events.put, 8))
-        while True:
-            ev = events.get(timeout=120)
-            if ev.kind == "done":
-                return
-            yield ev
-    finally:
-        b.close()
-
-
 def test_adapter_config_that_is_a_list_is_a_client_error(server):
     from text2lora.adapter import LoRAAdapter
     from text2lora.errors import AdapterError
 
-    d = server.root / "adapters" / "listcfg"
+    d = server.root / f"adapters-{server.engine.kind}" / "listcfg"
     server.engine.gen.generate("Count words.").save(d, vllm=False)
     (d / "adapter_config.json").write_text("[1, 2]")
     with pytest.raises(AdapterError, match="adapter_config.json"):
@@ -385,21 +367,21 @@ def test_a_short_request_does_not_wait_for_a_long_batch_to_finish(tiny):
     assert order == ["short", "long"]
 
 
-def test_a_non_streaming_client_that_disconnects_stops_its_generation(tiny):
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(tiny, engine_kind):
     """The client gives up after a second; the server cancels its row instead of generating every token it
-    asked for (the batcher's token counter is the oracle)."""
-    from text2lora.serve.engine import Engine, EngineConfig
+    asked for (the engine's token counter is the oracle)."""
+    from text2lora.serve.engine import EngineConfig
     from text2lora.serve.server import ServerThread, create_app
 
     _, base, gen = tiny
-    engine = Engine(base, gen, EngineConfig(max_tokens_limit=1500))
+    engine = make_engine(engine_kind, base, gen, EngineConfig(max_tokens_limit=1500))
     body = {"model": "base", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0,
             "stop": ["\u2603 never"]}
-    with _slowed(base.model), ServerThread(create_app(engine)) as srv:
+    with _slowed(engine), ServerThread(create_app(engine)) as srv:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(srv.url + "/v1/completions", json=body, timeout=httpx.Timeout(5.0, read=1.0))
         deadline = time.monotonic() + 120
-        while engine.batcher.snapshot()["tokens"] == 0 and time.monotonic() < deadline:
+        while engine.stats()["batcher"]["tokens"] == 0 and time.monotonic() < deadline:
             time.sleep(0.1)  # the batch's tokens are counted when it ends
         stats = httpx.get(srv.url + "/v1/stats").json()
     assert stats["disconnects"] == 1
@@ -407,20 +389,30 @@ def test_a_non_streaming_client_that_disconnects_stops_its_generation(tiny):
 
 
 @contextlib.contextmanager
-def _slowed(model, seconds: float = 0.01):
-    """Every forward pass of ``model`` takes ``seconds`` longer (the tiny model is otherwise done before a
-    client could go away)."""
-    orig = model.forward
+def _slowed(engine, seconds: float = 0.01):
+    """Every decoding step of ``engine`` takes ``seconds`` longer (the tiny model is otherwise done before a
+    client could go away): each forward pass of the PyTorch model, each token of the llama.cpp model."""
+    if engine.kind == "llama.cpp":
+        owner, name = engine.model, "tokens"
+        orig = owner.tokens
 
-    def forward(*a, **k):
-        time.sleep(seconds)
-        return orig(*a, **k)
+        def slowed(*a, **k):
+            for tok in orig(*a, **k):
+                time.sleep(seconds)
+                yield tok
+    else:
+        owner, name = engine.base.model, "forward"
+        orig = owner.forward
 
-    model.forward = forward
+        def slowed(*a, **k):
+            time.sleep(seconds)
+            return orig(*a, **k)
+
+    setattr(owner, name, slowed)
     try:
         yield
     finally:
-        del model.forward  # back to the class's method
+        delattr(owner, name)  # back to the class's method
 
 
 def test_new_flags_reach_the_engine():
