@@ -94,14 +94,13 @@ def _reply_text(base, tokens: list[int], n: int) -> str:
 def llama_cpp_greedy(gguf, ids: list[int], adapter, n: int, n_threads: int = 1) -> list[int]:
     """llama.cpp's own greedy tokens after ``ids``: the argmax of its logits, one step at a time, with
     ``adapter`` exported to GGUF and loaded by ``Llama(lora_path=...)`` in a model of its own."""
-    from llama_cpp import Llama
-
     from text2lora.formats.gguf import save_gguf
+    from text2lora.serve.llama_cpp import new_llama
 
     with tempfile.TemporaryDirectory() as tmp:
         lora = str(save_gguf(adapter, Path(tmp) / "adapter.gguf", base_gguf=gguf)) if adapter is not None else None
-        llm = Llama(model_path=str(gguf), lora_path=lora, n_ctx=len(ids) + n + 8, n_threads=n_threads,
-                    n_threads_batch=n_threads, logits_all=True, verbose=False)
+        llm = new_llama(gguf, lora_path=lora, n_ctx=len(ids) + n + 8, n_threads=n_threads, n_threads_batch=n_threads,
+                        logits_all=True)
         try:
             out: list[int] = []
             llm.eval(ids)

@@ -49,10 +49,10 @@ class _LlamaCpp:
     """Next-token logits and greedy decoding from llama.cpp on given token ids."""
 
     def __init__(self, gguf_path: str, lora_path: str | None = None):
-        from llama_cpp import Llama
+        from text2lora.serve.llama_cpp import new_llama  # on a CPU with AMX, llama.cpp's AMX kernels crash
 
-        self.llm = Llama(model_path=gguf_path, lora_path=lora_path, n_ctx=512, n_threads=2, n_batch=512,
-                         logits_all=True, verbose=False, seed=0)
+        self.llm = new_llama(gguf_path, lora_path=lora_path, n_ctx=512, n_threads=2, n_batch=512, logits_all=True,
+                             seed=0)
 
     def _last_logits(self) -> torch.Tensor:
         return torch.tensor(self.llm.scores[self.llm.n_tokens - 1], dtype=torch.float32)
@@ -205,33 +205,64 @@ def test_chat_with_a_saved_adapter_in_llama_cpp(setup, capsys):
     assert loaded.strip() and loaded == generated != plain
 
 
+def _engine(base):
+    """``t2l serve/ui --engine llama.cpp``'s engine on the embedded base with the shipped generator, its llama.cpp
+    context as large as the oracles' (512 tokens) and on as many threads."""
+    import text2lora as t2l
+    from text2lora.serve.engine import EngineConfig
+    from text2lora.serve.llama_cpp import LlamaCppEngine
+
+    return LlamaCppEngine(base, t2l.TextToLoRA.from_pretrained(base=base),
+                          EngineConfig(max_prompt_tokens=256, max_tokens_limit=256), n_threads=2)
+
+
+def test_serving_engine_answers_with_llama_cpps_greedy_tokens(setup):
+    """``t2l serve --engine llama.cpp``'s engine: with the shipped generator's adapter and without, in turn in
+    one engine, each reply is the text of llama.cpp's own greedy tokens for that prompt (from its logits, in a
+    model of its own per adapter), so no adapter leaks into the next request."""
+    base = setup["base"]
+    engine = _engine(base)
+    try:
+        adapter, _, _ = engine.adapter(DESCRIPTION)
+        assert adapter.digest() == setup["adapter"].digest()
+        changed = 0
+        for seq in setup["ids"]:
+            want = {}
+            for key, ad, oracle in (("lora", adapter, setup["cpp_lora"]), ("base", None, setup["cpp_base"])):
+                want[key] = _reply_text(base, oracle.greedy(seq, GREEDY_STEPS))
+                got = "".join(ev.text for ev in engine.stream(seq, ad, max_tokens=GREEDY_STEPS))
+                assert got == want[key]
+            changed += want["lora"] != want["base"]
+        assert changed >= 1  # the adapter matters to the replies compared
+        assert engine.stats()["batcher"]["adapters_loaded"] == 1
+    finally:
+        engine.close()
+
+
 def test_web_ui_chats_through_llama_cpp(setup):
     """``t2l ui --engine llama.cpp``: the page's generate and send actions (called through gradio_client, in
     one session, as the browser does) answer on both sides with llama.cpp's greedy tokens, without and with
     the adapter made from the description."""
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
-    import text2lora as t2l
-    from text2lora.serve.llama_cpp import LlamaCppChat
-    from text2lora.serve.engine import Engine
     from text2lora.serve.ui import build_app
 
     base = setup["base"]
-    engine = Engine(base, t2l.TextToLoRA.from_pretrained(base=base))
+    engine = _engine(base)
     seq = setup["ids"][0]
     want = _reply_text(base, setup["cpp_lora"].greedy(seq, GREEDY_STEPS))  # the fixture's adapter: same description
     want_base = _reply_text(base, setup["cpp_base"].greedy(seq, GREEDY_STEPS))
-    with LlamaCppChat(base, n_threads=2, n_ctx=512) as cpp:
-        app = build_app(engine, max_new_tokens=GREEDY_STEPS, llama_cpp=cpp)
-        app.queue()
-        _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, ssr_mode=False)
-        try:
-            client = gradio_client.Client(url, verbose=False)
-            client.predict(DESCRIPTION, api_name="/generate")  # sets the session's adapter
-            base_chat, ad_chat, _ = client.predict(PROMPTS[0], [], [], api_name="/send")
-        finally:
-            app.close()
-    adapter, _, hit = engine.adapter(DESCRIPTION)
+    app = build_app(engine, max_new_tokens=GREEDY_STEPS)
+    app.queue()
+    _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, ssr_mode=False)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        client.predict(DESCRIPTION, api_name="/generate")  # sets the session's adapter
+        base_chat, ad_chat, _ = client.predict(PROMPTS[0], [], [], api_name="/send")
+    finally:
+        app.close()
+        engine.close()
+    adapter, _, hit = engine.store.get(DESCRIPTION)
     assert hit and adapter.digest() == setup["adapter"].digest()  # the page generated it: same weights
     assert want != want_base  # the adapter changes the reply, so the two sides tell the engines apart
     assert _content(base_chat[-1]).strip() == want_base.strip()

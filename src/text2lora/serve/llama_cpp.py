@@ -1,5 +1,7 @@
 """llama.cpp on the base model's GGUF file, with generated adapters as GGUF LoRA files: the faster CPU path.
 
+- :func:`new_llama`: a ``llama_cpp.Llama`` whose weights stay in plain CPU buffers on a llama.cpp built with
+  AMX (its AMX kernels crash on this project's Q4_1 base, and a LoRA cannot use them).
 - :class:`LlamaCppModel`: one llama.cpp model (llama-cpp-python) with LoRA adapters each loaded once
   (``llama_adapter_lora_init``) and set on its context for the generation that needs it
   (``llama_set_adapters_lora``).
@@ -17,7 +19,9 @@ llama-cpp-python (``pip install llama-cpp-python``, or ``T2L_LLAMA_CPP=1 bash sc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import importlib.util
 import itertools
 import logging
@@ -38,7 +42,7 @@ from .batcher import Event, GenRequest, Row, RowRouter
 from .engine import AdapterLoadError, EngineConfig, ServingEngine
 from .store import AdapterInfo
 
-__all__ = ["LlamaCppModel", "LlamaCppEngine", "LlamaCppChat", "require_llama_cpp"]
+__all__ = ["LlamaCppModel", "LlamaCppEngine", "LlamaCppChat", "new_llama", "require_llama_cpp"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,51 @@ def require_llama_cpp() -> None:
         raise ConfigError("the llama.cpp engine needs llama-cpp-python, which is not installed; build it once with "
                           "T2L_LLAMA_CPP=1 bash scripts/setup.sh (or pip install llama-cpp-python), or use "
                           "--engine torch")
+
+
+_LOADING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _has_amx() -> bool:
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+@contextlib.contextmanager
+def _plain_cpu_buffers() -> Iterator[None]:
+    """While a model loads: llama.cpp's model parameters with ``use_extra_bufts`` off, which llama-cpp-python's
+    ``Llama`` has no argument for (it reads its defaults from ``llama_model_default_params``)."""
+    import llama_cpp.llama_cpp as lib
+
+    default = lib.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    with _LOADING:
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
+
+
+def new_llama(model_path: str | Path, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(model_path, verbose=False, **kwargs)``. On a llama.cpp built with AMX (a native build on
+    a recent Xeon) the weights are loaded into plain CPU buffers rather than AMX's: its AMX matrix kernels
+    crash with a segmentation fault on the Q4_1 weights of the embedded base (as in llama.cpp issue 20824),
+    and LoRA adapters cannot use AMX buffers anyway."""
+    from llama_cpp import Llama
+
+    kwargs.setdefault("verbose", False)
+    if not _has_amx():
+        return Llama(model_path=str(model_path), **kwargs)
+    with _plain_cpu_buffers():
+        return Llama(model_path=str(model_path), **kwargs)
 
 
 class LlamaCppModel:
@@ -67,10 +116,7 @@ class LlamaCppModel:
     """
 
     def __init__(self, gguf: str | Path, n_ctx: int = 0, n_threads: int | None = None, max_adapters: int = 64):
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                         verbose=False)
+        self.llm = new_llama(gguf, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads)
         self.max_adapters = max(1, max_adapters)
         self._adapters: OrderedDict[str, Any] = OrderedDict()  # key -> llama.cpp adapter handle
         self._active: str | None = None

@@ -3,8 +3,9 @@
 Type a task description and click *Generate*: the generator turns it into a LoRA
 adapter (shown with its id and generation time, downloadable as a zip). Each
 message then goes to the base model and to the adapted model side by side; both
-replies stream in, computed in the same batched forward pass (one row without an
-adapter, one with it). Recently generated adapters can be switched between, and
+replies stream in, from the engine the page was given: with PyTorch computed in the
+same batched forward pass (one row without an adapter, one with it), with llama.cpp
+one after the other. Recently generated adapters can be switched between, and
 example descriptions are one click away. A bare-input example (the task in the
 description, only the input in the message, as the README's first example) generates
 its adapter and sends its input to both models in one click. Binds 127.0.0.1 unless
@@ -17,11 +18,10 @@ import os
 import queue
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .engine import Engine
+from .engine import AdapterLoadError, ServingEngine
 
 __all__ = ["build_app", "launch", "EXAMPLES", "BARE_DESCRIPTION", "BARE_INPUTS"]
 
@@ -64,7 +64,7 @@ def _history(messages: list[Any] | None) -> list[dict[str, str]]:
 class _UIState:
     """Adapter bookkeeping behind the UI: zips for download, labels for the recent list."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: ServingEngine):
         self.engine = engine
         self.tmp = Path(tempfile.mkdtemp(prefix="t2l-ui-"))
 
@@ -92,40 +92,20 @@ class _UIState:
         return f"**Active adapter** `{info.id}`, {how}  \n**Description:** {info.description}"
 
 
-def _llama_cpp_sides(cpp: Any, lock: threading.Lock, sides: list[tuple[str, list, Any]], max_new_tokens: int,
-                     q: queue.Queue, stop: threading.Event) -> None:
-    """Stream each side's reply from ``cpp`` (a :class:`~text2lora.serve.llama_cpp.LlamaCppChat`), one side
-    after the other, as ``(side, Event)`` pairs on ``q``, the way the batcher reports them."""
-    from .batcher import Event
-
-    side = sides[0][0]
-    try:
-        with lock:  # one llama.cpp model, one reply at a time
-            for side, history, adapter in sides:
-                for piece in cpp.stream(history, adapter, max_new_tokens=max_new_tokens):
-                    if stop.is_set():
-                        return
-                    q.put((side, Event("text", piece)))
-                q.put((side, Event("done")))
-    except BaseException as e:  # noqa: BLE001 - shown in the page
-        q.put((side, Event("error", error=e)))
-
-
-def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) -> Any:
-    """The Gradio Blocks app for ``engine`` (not launched). With ``llama_cpp`` (a
-    :class:`~text2lora.serve.llama_cpp.LlamaCppChat`) the chats run in llama.cpp instead of the batcher."""
+def build_app(engine: ServingEngine, max_new_tokens: int = 128) -> Any:
+    """The Gradio Blocks app for ``engine`` (not launched): :class:`~.engine.Engine` or
+    :class:`~.llama_cpp.LlamaCppEngine`."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     st = _UIState(engine)
-    cpp_lock = threading.Lock()
 
     def generate(description: str):
         if not description or not description.strip():
             raise gr.Error("Type a task description first, e.g. 'Answer math word problems step by step.'")
         try:
             _, info, hit = engine.adapter(description)
-        except ValueError as e:
+        except (ValueError, AdapterLoadError) as e:
             raise gr.Error(str(e)) from None
         return (info.id, st.info_md(info.id, hit), gr.update(choices=st.recent(), value=info.id),
                 gr.update(value=st.zip_for(info.id), interactive=True))
@@ -147,18 +127,11 @@ def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) 
         open_sides = {"base"} if adapter is None else {"base", "adapted"}
         if adapter is None:
             replies["adapted"] = NO_ADAPTER
-        stop = threading.Event()
-        reqs = []
-        if llama_cpp is not None:
-            sides = [("base", base_hist, None)] + ([("adapted", ad_hist, adapter)] if adapter is not None else [])
-            threading.Thread(target=_llama_cpp_sides, args=(llama_cpp, cpp_lock, sides, max_new_tokens, q, stop),
-                             daemon=True).start()
-        else:  # submitted together: both rows run in the same batched forward pass
-            reqs.append(engine.submit(engine.chat_ids(base_hist), None, lambda ev: q.put(("base", ev)),
+        # submitted together: with PyTorch both rows run in the same batched forward pass
+        reqs = [engine.submit(engine.chat_ids(base_hist), None, lambda ev: q.put(("base", ev)), max_new_tokens)]
+        if adapter is not None:
+            reqs.append(engine.submit(engine.chat_ids(ad_hist), adapter, lambda ev: q.put(("adapted", ev)),
                                       max_new_tokens))
-            if adapter is not None:
-                reqs.append(engine.submit(engine.chat_ids(ad_hist), adapter, lambda ev: q.put(("adapted", ev)),
-                                          max_new_tokens))
 
         def view():
             return (base_hist + [{"role": "assistant", "content": replies["base"]}],
@@ -178,7 +151,6 @@ def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) 
                         replies[side] = "*(empty reply)*"
                 yield view()
         finally:
-            stop.set()
             for r in reqs:
                 r.cancelled.set()
 
@@ -225,10 +197,10 @@ def build_app(engine: Engine, max_new_tokens: int = 128, llama_cpp: Any = None) 
     return app
 
 
-def launch(engine: Engine, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           max_new_tokens: int = 128, block: bool = True, llama_cpp: Any = None) -> Any:
-    """Build and launch the app (blocking unless ``block=False``); ``llama_cpp`` as in :func:`build_app`."""
-    app = build_app(engine, max_new_tokens=max_new_tokens, llama_cpp=llama_cpp)
+def launch(engine: ServingEngine, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           max_new_tokens: int = 128, block: bool = True) -> Any:
+    """Build and launch the app (blocking unless ``block=False``)."""
+    app = build_app(engine, max_new_tokens=max_new_tokens)
     app.queue(default_concurrency_limit=8)
     print(f"t2l ui on http://{host}:{port}", flush=True)
     return app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
