@@ -63,12 +63,12 @@ def main() -> int:
         print("llama-cpp-python is not installed: llama.cpp row skipped (T2L_LLAMA_CPP=1 bash scripts/setup.sh)",
               file=sys.stderr)
     else:
-        from llama_cpp import Llama
+        from text2lora.serve.llama_cpp import new_llama  # on a CPU with AMX, llama.cpp's AMX kernels crash
 
         with tempfile.TemporaryDirectory() as tmp:
             lora = save_gguf(adapter, Path(tmp) / "adapter.gguf")
-            llm = Llama(model_path=str(embedded_gguf(base.spec.name)), lora_path=str(lora), n_ctx=1024,
-                        n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+            llm = new_llama(embedded_gguf(base.spec.name), lora_path=str(lora), n_ctx=1024, n_threads=args.threads,
+                            n_threads_batch=args.threads)
 
             def cpp_run() -> list[int]:
                 llm.reset()

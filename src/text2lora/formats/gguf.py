@@ -26,6 +26,7 @@ base GGUF file, so an adapter that llama.cpp would refuse is refused here with t
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,19 @@ def _field(reader: Any, key: str) -> Any:
 
 
 def read_base(path: str | Path) -> GGUFBase:
-    """Read the architecture, head counts and tensor shapes of a base model's GGUF file."""
-    from gguf import GGUFReader
-
+    """Read the architecture, head counts and tensor shapes of a base model's GGUF file (parsed once per file
+    version: parsing the embedded base takes seconds, and a server exports many adapters on it)."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"base GGUF file {path} does not exist; pass the .gguf file of the base model")
+    st = path.stat()
+    return _read_base(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_base(path: Path, mtime_ns: int, size: int) -> GGUFBase:
+    from gguf import GGUFReader
+
     try:
         reader = GGUFReader(str(path))
     except (ValueError, OSError, KeyError, IndexError) as e:  # a truncated or foreign file
