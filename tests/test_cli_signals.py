@@ -27,8 +27,11 @@ def gen_dir(tmp_path_factory):
 
 def _start(tmp: Path, *argv: str) -> subprocess.Popen:
     env = {**os.environ, "TEXT2LORA_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # a job started in the background of a non-interactive shell inherits SIGINT ignored: restore the default so
+    # the child installs Python's handler, as a `t2l` typed at a terminal does
     return subprocess.Popen([sys.executable, "-m", "text2lora.cli", *argv], cwd=tmp, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_library(proc: subprocess.Popen, name: str, timeout: float = 300) -> None:
