@@ -43,6 +43,20 @@ def random_adapter(spec, r: int = 8, seed: int = 0, scale: float = 0.3, alpha: f
     return LoRAAdapter(spec, A, B, alpha=alpha, meta={"description": f"random {seed}"})
 
 
+def perturbed_generator(base, seed: int = 0, scale: float = 0.05):
+    """A generator for ``base`` (descriptions read by the base LM) whose weights are moved off their SFT init, so
+    its adapters change the logits (a fresh generator's change nothing)."""
+    from text2lora import TextToLoRA
+    from text2lora.encoders import BaseLMEncoder
+
+    gen = TextToLoRA.init(base, BaseLMEncoder(base), latent_dim=16, head_in=32, seed=seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in gen.hypernet.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return gen
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     return make_base("llama")

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from conftest import make_base, random_adapter
@@ -216,15 +215,9 @@ def test_condition_prompts(base, suite):
 
 
 def test_tiny_model_run_end_to_end(base, tmp_path):
-    from text2lora import TextToLoRA
-    from text2lora.encoders import BaseLMEncoder
+    from conftest import perturbed_generator
 
-    gen = TextToLoRA.init(base, BaseLMEncoder(base), latent_dim=16, head_in=32, seed=0)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in gen.hypernet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    gen.save_pretrained(tmp_path / "gen")
+    perturbed_generator(base).save_pretrained(tmp_path / "gen")
     random_adapter(base.spec, seed=5).save(tmp_path / "mt")
     conds = ["base", "description", "description-system", f"T2L=t2l:{tmp_path / 'gen'}",
              f"T2L+d=t2l-description:{tmp_path / 'gen'}", f"MT=adapter:{tmp_path / 'mt'}"]

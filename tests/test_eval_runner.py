@@ -49,17 +49,11 @@ def _toy_tasks() -> list[TaskRecord]:
 @pytest.fixture(scope="module")
 def artifacts(base, tmp_path_factory):
     """A PEFT adapter dir and a (perturbed, so not identity) generator checkpoint for the tiny base."""
-    from text2lora import TextToLoRA
-    from text2lora.encoders import BaseLMEncoder
+    from conftest import perturbed_generator
 
     root = tmp_path_factory.mktemp("eval-artifacts")
     random_adapter(base.spec, seed=5).save(root / "adapter")
-    gen = TextToLoRA.init(base, BaseLMEncoder(base), latent_dim=16, head_in=32, seed=0)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in gen.hypernet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    gen.save_pretrained(root / "gen")
+    perturbed_generator(base).save_pretrained(root / "gen")
     return root
 
 
