@@ -1,21 +1,23 @@
 """``t2l serve`` on the PyTorch engine and on the llama.cpp engine, side by side in one run, on the default base.
 
-Each engine serves in turn (never both at once), through HTTP with the official ``openai`` client against a
-live server on 127.0.0.1, the same adapters (a fresh generator with random heads, as in bench/serve.py: the
-shipped generator's adapters make the model answer in a token or two), greedy chat requests of
-``--max-tokens`` (128) new tokens:
+Both engines serve at once on 127.0.0.1 (each its own server; only one is sent requests at a time), through
+HTTP with the official ``openai`` client, the same adapters (a fresh generator with random heads, as in
+bench/serve.py: the shipped generator's adapters make the model answer in a token or two), greedy chat requests
+for long answers (a story, an explanation) of ``--max-tokens`` (128) new tokens:
 
-- one client: ``--requests`` requests one after another, each with the same adapter;
-- 8 clients at once, each with its own adapter (8 distinct descriptions), ``--rounds`` requests each;
-  tokens/s is all new tokens over the wall time, latency is each request's, end to end;
 - first use of a new description: ``POST /v1/adapters`` for ``--first-uses`` descriptions never seen before
   (median): the whole request, the generation alone (the response's ``generation_ms``), and the rest (for
-  llama.cpp: the GGUF export and the load into llama.cpp, plus HTTP).
+  llama.cpp: the GGUF export and the load into llama.cpp, plus HTTP);
+- then ``--repeat`` times, the engines taking turns (their order alternating): one client sending one
+  request with an adapter, then 8 clients at once, each with its own adapter (8 distinct descriptions),
+  sending one request each. tokens/s is all new tokens over the wall time of those phases; latency is each
+  request's, end to end, over all repetitions. Taking turns spreads what other processes do over both.
 
 Both engines get ``--threads`` CPU threads (PyTorch's ``torch.set_num_threads``, llama.cpp's ``n_threads``).
-The load average before each engine's run is recorded: the numbers are only comparable on a quiet machine.
+The CPU that other processes used during each engine's phases is recorded (in cores: the machine's busy time
+less this process's): the numbers are only comparable on a quiet machine.
 The JSON goes where ``--out`` says, by default into the text2lora cache (never over tracked files).
-Usage: python bench/serve_engines.py [--max-tokens 128] [--requests 3] [--rounds 2] [--threads 2]
+Usage: python bench/serve_engines.py [--max-tokens 128] [--repeat 4] [--threads 2]
 Needs llama-cpp-python (T2L_LLAMA_CPP=1 bash scripts/setup.sh) for the llama.cpp rows.
 """
 
@@ -32,9 +34,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import DESCRIPTIONS, add_out_arg, print_table, write_json  # noqa: E402
-from serve import QUESTIONS, _generator  # noqa: E402
+from serve import _generator  # noqa: E402
 
 ENGINES = ("torch", "llama.cpp")
+PROMPTS = ["Write a long story about a lighthouse keeper and a storm.", "Explain in detail how a steam engine works.",
+           "Describe your ideal city, street by street.", "Tell me everything you know about the history of Rome.",
+           "Write a long letter to a friend about your summer.", "Explain how bread is made, step by step.",
+           "Describe a journey by train across the mountains.", "Tell the story of a robot who learns to paint."]
+"""Requests for long answers: the replies run to max_tokens rather than ending after a sentence."""
+
+
+def _cpu_s() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process), from /proc/stat and
+    ``time.process_time``."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.process_time()
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -51,77 +67,76 @@ def _ask(client, model: str, question: str, max_tokens: int) -> tuple[float, int
     return time.perf_counter() - t0, r.usage.completion_tokens
 
 
-def _phase(client, ids: list[str], rounds: int, max_tokens: int) -> dict:
-    """``len(ids)`` clients at once, client i sending ``rounds`` requests with adapter ``ids[i]``."""
+def _phase(client, ids: list[str], max_tokens: int) -> tuple[list[float], int, float, float]:
+    """``len(ids)`` clients at once, client i sending one request with adapter ``ids[i]``: (latencies, new
+    tokens, wall seconds, CPU seconds of other processes meanwhile)."""
     results: list[tuple[float, int]] = []
     lock = threading.Lock()
     gate = threading.Barrier(len(ids))
 
-    def client_loop(i: int) -> None:
+    def one(i: int) -> None:
         gate.wait(timeout=60)
-        for r in range(rounds):
-            res = _ask(client, ids[i], QUESTIONS[(i + r) % len(QUESTIONS)], max_tokens)
-            with lock:
-                results.append(res)
+        res = _ask(client, ids[i], PROMPTS[i % len(PROMPTS)], max_tokens)
+        with lock:
+            results.append(res)
 
-    t0 = time.perf_counter()
+    (busy0, own0), t0 = _cpu_s(), time.perf_counter()
     with ThreadPoolExecutor(len(ids)) as ex:
-        list(ex.map(client_loop, range(len(ids))))
-    wall = time.perf_counter() - t0
-    lat = [s for s, _ in results]
-    tokens = sum(n for _, n in results)
-    return {"clients": len(ids), "requests": len(results), "tokens": tokens,
-            "mean new tokens": round(tokens / len(results), 1), "tokens/s": round(tokens / wall, 1),
-            "p50 s": round(_percentile(lat, 50), 2), "p95 s": round(_percentile(lat, 95), 2)}
+        list(ex.map(one, range(len(ids))))
+    (busy1, own1), wall = _cpu_s(), time.perf_counter() - t0
+    return [s for s, _ in results], sum(n for _, n in results), wall, max(0.0, (busy1 - busy0) - (own1 - own0))
 
 
-def run(kind: str, base, gen, args: argparse.Namespace) -> tuple[list[dict], dict]:
-    """One engine's rows: one client, 8 clients, and the first use of new descriptions."""
-    import httpx
-    import openai
+class _Server:
+    """One engine's server, its client and its 8 adapters."""
 
-    from text2lora.serve.engine import Engine, EngineConfig
-    from text2lora.serve.server import ServerThread, create_app
+    def __init__(self, kind: str, base, gen, args: argparse.Namespace):
+        import httpx
+        import openai
 
-    load = os.getloadavg()[0]
-    config = EngineConfig(max_batch=8, max_tokens_limit=max(args.max_tokens, 256))
-    if kind == "llama.cpp":
-        from text2lora.serve.llama_cpp import LlamaCppEngine
+        from text2lora.serve.engine import Engine, EngineConfig
+        from text2lora.serve.server import ServerThread, create_app
 
-        engine = LlamaCppEngine(base, gen, config, n_threads=args.threads)
-    else:
-        engine = Engine(base, gen, config)
-    with ServerThread(create_app(engine)) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=1800)
-        http = httpx.Client(timeout=600)
+        self.kind = kind
+        config = EngineConfig(max_batch=8, max_tokens_limit=max(args.max_tokens, 256))
+        if kind == "llama.cpp":
+            from text2lora.serve.llama_cpp import LlamaCppEngine
+
+            engine = LlamaCppEngine(base, gen, config, n_threads=args.threads)
+        else:
+            engine = Engine(base, gen, config)
+        self.srv = ServerThread(create_app(engine)).start()
+        self.client = openai.OpenAI(base_url=self.srv.url + "/v1", api_key="unused", max_retries=0, timeout=1800)
+        self.http = httpx.Client(timeout=600)
+        self.ids: list[str] = []
+
+    def first_uses(self, n: int) -> dict:
+        """``POST /v1/adapters`` for ``n`` new descriptions, then the 8 descriptions the clients use."""
         first = []
-        for i in range(args.first_uses):
-            desc = f"{DESCRIPTIONS[i % len(DESCRIPTIONS)]} (first use {i}, {kind})"
+        for i in range(n):
+            desc = f"{DESCRIPTIONS[i % len(DESCRIPTIONS)]} (first use {i}, {self.kind})"
             t0 = time.perf_counter()
-            made = http.post(srv.url + "/v1/adapters", json={"description": desc}).json()
+            made = self.http.post(self.srv.url + "/v1/adapters", json={"description": desc}).json()
             total = (time.perf_counter() - t0) * 1000
             assert made["cached"] is False, made
             first.append((total, made["generation_ms"]))
-        ids = [http.post(srv.url + "/v1/adapters", json={"description": d}).json()["id"] for d in DESCRIPTIONS]
-        _phase(client, ids, 1, 8)  # warm-up: every adapter used once
-        rows = [_phase(client, ids[:1], args.requests, args.max_tokens),
-                _phase(client, ids, args.rounds, args.max_tokens)]
-        http.close()
-    for row in rows:
-        row["engine"] = kind
-    first_row = {"engine": kind, "first use ms": round(statistics.median(t for t, _ in first)),
-                 "generation ms": round(statistics.median(g for _, g in first)),
-                 "beyond generation ms": round(statistics.median(t - g for t, g in first)),
-                 "load average before": round(load, 2)}
-    return rows, first_row
+        self.ids = [self.http.post(self.srv.url + "/v1/adapters", json={"description": d}).json()["id"]
+                    for d in DESCRIPTIONS]
+        return {"engine": self.kind, "first use ms": round(statistics.median(t for t, _ in first)),
+                "generation ms": round(statistics.median(g for _, g in first)),
+                "beyond generation ms": round(statistics.median(t - g for t, g in first))}
+
+    def stop(self) -> None:
+        self.http.close()
+        self.srv.stop()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines (default: both)")
     ap.add_argument("--max-tokens", type=int, default=128, help="max_tokens per request (default 128)")
-    ap.add_argument("--requests", type=int, default=3, help="requests of the single client (default 3)")
-    ap.add_argument("--rounds", type=int, default=2, help="requests per client of the 8 clients (default 2)")
+    ap.add_argument("--repeat", type=int, default=4,
+                    help="turns of each engine: one request of one client, then one of each of 8 clients (default 4)")
     ap.add_argument("--first-uses", type=int, default=3, help="new descriptions timed on first use (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads of each engine (default 2)")
     ap.add_argument("--generator", choices=["random", "shipped"], default="random",
@@ -140,19 +155,37 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     base = load_base(DEFAULT_BASE)
     gen, gen_kind = _generator(base, args.generator)
-    rows, first = [], []
-    for kind in engines:
-        r, f = run(kind, base, gen, args)
-        rows += r
-        first.append(f)
-        print(r, f, flush=True)
+    servers = [_Server(kind, base, gen, args) for kind in engines]
+    try:
+        first = [s.first_uses(args.first_uses) for s in servers]
+        for s in servers:  # warm-up: every adapter used once
+            _phase(s.client, s.ids, 8)
+        acc = {(s.kind, n): {"lat": [], "tokens": 0, "wall": 0.0, "others": 0.0} for s in servers for n in (1, 8)}
+        for rep in range(args.repeat):
+            for n in (1, 8):
+                for s in servers if rep % 2 == 0 else servers[::-1]:
+                    lat, tokens, wall, others = _phase(s.client, s.ids[:n], args.max_tokens)
+                    a = acc[(s.kind, n)]
+                    a["lat"] += lat
+                    a["tokens"] += tokens
+                    a["wall"] += wall
+                    a["others"] += others
+                    print(s.kind, n, round(tokens / wall, 1), "tokens/s", flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+    rows = [{"engine": kind, "clients": n, "requests": len(a["lat"]),
+             "mean new tokens": round(a["tokens"] / len(a["lat"]), 1), "tokens/s": round(a["tokens"] / a["wall"], 1),
+             "p50 s": round(_percentile(a["lat"], 50), 2), "p95 s": round(_percentile(a["lat"], 95), 2),
+             "other processes' cores": round(a["others"] / a["wall"], 2)} for (kind, n), a in acc.items()]
 
     print(f"\nbase {DEFAULT_BASE}, generator: {gen_kind}, {args.threads} thread(s) per engine, greedy chat, max_tokens "
-          f"{args.max_tokens}; one client: {args.requests} requests; 8 clients with 8 distinct descriptions: "
-          f"{args.rounds} requests each\n")
-    print_table(rows, ["engine", "clients", "requests", "mean new tokens", "tokens/s", "p50 s", "p95 s"])
+          f"{args.max_tokens}; {args.repeat} turns: one client, one request; 8 clients with 8 distinct descriptions, "
+          "one request each\n")
+    print_table(rows, ["engine", "clients", "requests", "mean new tokens", "tokens/s", "p50 s", "p95 s",
+                       "other processes' cores"])
     print()
-    print_table(first, ["engine", "first use ms", "generation ms", "beyond generation ms", "load average before"])
+    print_table(first, ["engine", "first use ms", "generation ms", "beyond generation ms"])
     targets = {}
     if set(engines) == set(ENGINES):
         by = {(r["engine"], r["clients"]): r for r in rows}
@@ -166,7 +199,7 @@ def main() -> int:
               f"llama.cpp first use beyond generation: {targets['llama_cpp_first_use_beyond_generation_ms']} ms "
               "(target < 1000 ms)")
     write_json("serve_engines", {"base": DEFAULT_BASE, "generator": gen_kind, "threads": args.threads,
-                                 "max_tokens": args.max_tokens, "requests": args.requests, "rounds": args.rounds,
+                                 "max_tokens": args.max_tokens, "repeat": args.repeat,
                                  "first_uses": args.first_uses, "rows": rows, "first_use": first, **targets},
                args.out)
     return 0
