@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 from ..adapter import LoRAAdapter
 from ..base import BaseModel
-from ..errors import ConfigError
+from ..errors import ConfigError, T2LError
 from ..formats.gguf import find_base_gguf, read_base, save_gguf
 from .batcher import Event, GenRequest, Row, RowRouter
 from .engine import AdapterLoadError, EngineConfig, ServingEngine
@@ -242,7 +242,10 @@ class LlamaCppEngine(ServingEngine):
     def _prepare(self, adapter: LoRAAdapter, info: AdapterInfo) -> None:
         if self.model.has(adapter.digest()):
             return
-        self.store.gguf_path(adapter, info, self.gguf)  # exported outside the model's lock
+        try:
+            self.store.gguf_path(adapter, info, self.gguf)  # exported outside the model's lock
+        except T2LError as e:  # a module llama.cpp has no tensor for, ...
+            raise AdapterLoadError(f"adapter {info.id!r} cannot be exported for llama.cpp: {e}") from None
         with self._lock:
             self._load(adapter, info)
 
@@ -319,8 +322,9 @@ class LlamaCppEngine(ServingEngine):
             self._stopped = True
             self._queue.put(None)
             self._thread.join(timeout=60)
-            with self._lock:
-                self.model.close()
+            if not self._thread.is_alive():  # else a generation still runs: its model is left to the process
+                with self._lock:
+                    self.model.close()
         super().close()
 
 
