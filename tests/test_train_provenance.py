@@ -41,3 +41,20 @@ def test_best_checkpoint_records_recipe_data_and_chosen_step(tiny_dir, tmp_path,
     from text2lora import TextToLoRA
 
     assert TextToLoRA.from_pretrained(out / "best").hyper_config.latent_dim == 16
+
+
+def test_two_builds_of_the_same_data_have_one_digest(tmp_path):
+    from text2lora.data import Example, TaskRecord
+    from text2lora.data.records import content_digest, save_collection
+
+    def records(answer: str):
+        return [TaskRecord(name="user/t", source="user", license="MIT", citation="", metric="exact_match",
+                           train_descriptions=["Answer."], heldout_descriptions=[],
+                           splits={"train": [Example(f"q{i}", answer) for i in range(50)]})]
+
+    a = save_collection("x", records("yes"), build={"seconds": 1.0}, root=tmp_path / "a")
+    b = save_collection("x", records("yes"), build={"seconds": 2.5}, root=tmp_path / "b")
+    c = save_collection("x", records("no"), build={"seconds": 1.0}, root=tmp_path / "c")
+    assert (a / "manifest.json").read_bytes() != (b / "manifest.json").read_bytes()  # build time differs
+    assert (a / "examples.bin").read_bytes() == (b / "examples.bin").read_bytes()
+    assert content_digest(a) == content_digest(b) != content_digest(c)

@@ -30,7 +30,7 @@ from .._io import atomic_dir, atomic_write_bytes, cache_dir
 from ..errors import DataError
 
 __all__ = ["Example", "TaskRecord", "FORMAT_VERSION", "collection_dir", "save_collection",
-           "load_cached", "read_manifest", "task_slug"]
+           "load_cached", "read_manifest", "task_slug", "content_digest"]
 
 #: Version of the on-disk collection format; bump when the layout or the meaning of a field changes.
 FORMAT_VERSION = 1
@@ -251,7 +251,8 @@ def save_collection(name: str, records: Iterable[TaskRecord], *, dropped: dict[s
     metas, blobs, offset = [], [], 0
     for r in records:
         d = record_to_dict(r)
-        blob = gzip.compress(json.dumps(d.pop("splits"), ensure_ascii=False, separators=(",", ":")).encode(), 6)
+        blob = gzip.compress(json.dumps(d.pop("splits"), ensure_ascii=False, separators=(",", ":")).encode(), 6,
+                             mtime=0)  # no time stamp: the same data gives the same bytes on every machine
         d.update(split_names=list(r.splits), split_sizes={k: len(v) for k, v in r.splits.items()},
                  offset=offset, length=len(blob))
         metas.append(d)
@@ -273,6 +274,19 @@ def save_collection(name: str, records: Iterable[TaskRecord], *, dropped: dict[s
         atomic_write_bytes(tmp / "decontaminated.txt", deco.encode())
         atomic_write_bytes(tmp / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     return path
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a built collection's data (``tasks.json`` and ``examples.bin``, not the manifest, whose build
+    time and duration differ between two builds of the same data): the same on every machine that builds it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("tasks.json", "examples.bin"):
+        with open(path / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -6,8 +6,9 @@ A generator checkpoint written by training carries a ``training`` block in its `
   working directory when inside it) and ``recipe_sha256`` (the file's bytes);
 - ``commit``: the git commit of the code that trained it (``git describe --always --dirty`` of the
   repository holding the package), or ``null`` outside a git checkout;
-- ``data``: for each collection the training and validation tasks come from, the SHA-256 of its
-  ``manifest.json`` (a user task file: of the file);
+- ``data``: for each collection the training and validation tasks come from, the SHA-256 of its data
+  (:func:`~text2lora.data.records.content_digest`: the same for every build of the same data; a user task
+  file: of the file);
 - ``steps`` (the run's length), ``step`` (the step whose weights these are) and ``chosen_by``.
 
 So anyone holding the checkpoint can tell which recipe, on which data, made it, and rebuild it.
@@ -46,8 +47,8 @@ def recipe_record(path: str | Path, name: str) -> dict[str, Any]:
 
 
 def data_record(tasks: Iterable[Any]) -> dict[str, str]:
-    """``{collection: sha256 of its manifest.json}`` for the collections ``tasks`` (task records) come from."""
-    from ..data.records import collection_dir
+    """``{collection: sha256 of its data}`` for the collections ``tasks`` (task records) come from."""
+    from ..data.records import collection_dir, content_digest
 
     out: dict[str, str] = {}
     for task in tasks:
@@ -59,7 +60,7 @@ def data_record(tasks: Iterable[Any]) -> dict[str, str]:
             if file and Path(file).is_file():
                 out[f"user:{file}"] = file_digest(file)
             continue
-        manifest = collection_dir(source) / "manifest.json"
-        if manifest.is_file():
-            out[source] = file_digest(manifest)
+        folder = collection_dir(source)
+        if (folder / "examples.bin").is_file():
+            out[source] = content_digest(folder)
     return dict(sorted(out.items()))
