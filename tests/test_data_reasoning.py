@@ -277,7 +277,7 @@ def test_real_generators_build_identically_in_two_processes():
         from text2lora.data.records import record_to_dict
         from text2lora.data.sources.reasoning import build_reasoning
         kept, dropped = build_reasoning(reasoning_descriptions(),
-                                        only=["gcd", "isomorphic_strings", "codeio", "list_functions"],
+                                        only=["gcd", "isomorphic_strings", "list_functions"],
                                         max_examples=300)
         print(json.dumps({"kept": [record_to_dict(r) for r in kept], "dropped": dropped}, sort_keys=True))
     """)
@@ -286,10 +286,10 @@ def test_real_generators_build_identically_in_two_processes():
                            env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")]
     assert outs[0] == outs[1]
     built = json.loads(outs[0])
-    # gcd and isomorphic_strings repeat only with PYTHONHASHSEED=0; codeio and list_functions only with the
-    # process-wide generators seeded per row (their snippets draw from them, or reseed from the OS)
-    assert sorted(r["name"] for r in built["kept"]) == ["reasoning/codeio", "reasoning/gcd",
-                                                         "reasoning/isomorphic_strings", "reasoning/list_functions"]
+    # gcd and isomorphic_strings repeat only with PYTHONHASHSEED=0; list_functions only with the process-wide
+    # generators seeded per row (it draws from them)
+    assert sorted(r["name"] for r in built["kept"]) == ["reasoning/gcd", "reasoning/isomorphic_strings",
+                                                         "reasoning/list_functions"]
     assert not built["dropped"]
     gcd = next(r for r in built["kept"] if r["name"] == "reasoning/gcd")["splits"]["train"]
     for prompt, answer in zip(gcd["prompt"], gcd["response"]):
