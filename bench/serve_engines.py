@@ -1,9 +1,10 @@
 """``t2l serve`` on the PyTorch engine and on the llama.cpp engine, side by side in one run, on the default base.
 
-Both engines serve at once on 127.0.0.1 (each its own server; only one is sent requests at a time), through
-HTTP with the official ``openai`` client, the same adapters (a fresh generator with random heads, as in
-bench/serve.py: the shipped generator's adapters make the model answer in a token or two), greedy chat requests
-for long answers (a story, an explanation) of ``--max-tokens`` (128) new tokens:
+Both engines serve at once on 127.0.0.1, each a ``t2l serve --engine ...`` process of its own (as deployed;
+only one is sent requests at a time), through HTTP with the official ``openai`` client, the same adapters (a
+fresh generator with random heads, as in bench/serve.py: the shipped generator's adapters make the model answer
+in a token or two), greedy chat requests for long answers (a story, an explanation) of ``--max-tokens`` (128)
+new tokens:
 
 - first use of a new description: ``POST /v1/adapters`` for ``--first-uses`` descriptions never seen before
   (median): the whole request, the generation alone (the response's ``generation_ms``), and the rest (for
@@ -13,9 +14,9 @@ for long answers (a story, an explanation) of ``--max-tokens`` (128) new tokens:
   sending one request each. tokens/s is all new tokens over the wall time of those phases; latency is each
   request's, end to end, over all repetitions. Taking turns spreads what other processes do over both.
 
-Both engines get ``--threads`` CPU threads (PyTorch's ``torch.set_num_threads``, llama.cpp's ``n_threads``).
-The CPU that other processes used during each engine's phases is recorded (in cores: the machine's busy time
-less this process's): the numbers are only comparable on a quiet machine.
+Both engines get ``--threads`` CPU threads (``t2l serve --threads``: PyTorch's threads, or llama.cpp's).
+The CPU that processes other than this benchmark and its two servers used during each engine's phases is
+recorded (in cores): the numbers are only comparable on a quiet machine.
 The JSON goes where ``--out`` says, by default into the text2lora cache (never over tracked files).
 Usage: python bench/serve_engines.py [--max-tokens 128] [--repeat 4] [--threads 2]
 Needs llama-cpp-python (T2L_LLAMA_CPP=1 bash scripts/setup.sh) for the llama.cpp rows.
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -44,13 +47,19 @@ PROMPTS = ["Write a long story about a lighthouse keeper and a storm.", "Explain
 """Requests for long answers: the replies run to max_tokens rather than ending after a sentence."""
 
 
-def _cpu_s() -> tuple[float, float]:
-    """(CPU seconds the whole machine has been busy, CPU seconds of this process), from /proc/stat and
-    ``time.process_time``."""
+def _cpu_s(pids: list[int]) -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and of ``pids``), from
+    /proc/stat and /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
     with open("/proc/stat") as f:
         fields = [float(x) for x in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.process_time()
+    ours = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        ours += (float(stat[11]) + float(stat[12])) / tick  # utime + stime
+    return (sum(fields[:8]) - idle) / tick, ours
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -67,9 +76,9 @@ def _ask(client, model: str, question: str, max_tokens: int) -> tuple[float, int
     return time.perf_counter() - t0, r.usage.completion_tokens
 
 
-def _phase(client, ids: list[str], max_tokens: int) -> tuple[list[float], int, float, float]:
+def _phase(client, ids: list[str], max_tokens: int, pids: list[int]) -> tuple[list[float], int, float, float]:
     """``len(ids)`` clients at once, client i sending one request with adapter ``ids[i]``: (latencies, new
-    tokens, wall seconds, CPU seconds of other processes meanwhile)."""
+    tokens, wall seconds, CPU seconds of other processes than this one and ``pids`` meanwhile)."""
     results: list[tuple[float, int]] = []
     lock = threading.Lock()
     gate = threading.Barrier(len(ids))
@@ -80,34 +89,42 @@ def _phase(client, ids: list[str], max_tokens: int) -> tuple[list[float], int, f
         with lock:
             results.append(res)
 
-    (busy0, own0), t0 = _cpu_s(), time.perf_counter()
+    (busy0, own0), t0 = _cpu_s(pids), time.perf_counter()
     with ThreadPoolExecutor(len(ids)) as ex:
         list(ex.map(one, range(len(ids))))
-    (busy1, own1), wall = _cpu_s(), time.perf_counter() - t0
+    (busy1, own1), wall = _cpu_s(pids), time.perf_counter() - t0
     return [s for s, _ in results], sum(n for _, n in results), wall, max(0.0, (busy1 - busy0) - (own1 - own0))
 
 
 class _Server:
-    """One engine's server, its client and its 8 adapters."""
+    """One engine's ``t2l serve`` process, its client and its 8 adapters."""
 
-    def __init__(self, kind: str, base, gen, args: argparse.Namespace):
+    def __init__(self, kind: str, gen_dir: Path, args: argparse.Namespace):
         import httpx
         import openai
 
-        from text2lora.serve.engine import Engine, EngineConfig
-        from text2lora.serve.server import ServerThread, create_app
-
         self.kind = kind
-        config = EngineConfig(max_batch=8, max_tokens_limit=max(args.max_tokens, 256))
-        if kind == "llama.cpp":
-            from text2lora.serve.llama_cpp import LlamaCppEngine
-
-            engine = LlamaCppEngine(base, gen, config, n_threads=args.threads)
-        else:
-            engine = Engine(base, gen, config)
-        self.srv = ServerThread(create_app(engine)).start()
-        self.client = openai.OpenAI(base_url=self.srv.url + "/v1", api_key="unused", max_retries=0, timeout=1800)
+        with socket.socket() as sock:  # a free port
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "text2lora.cli", "serve", "--model", str(gen_dir), "--engine", kind,
+               "--threads", str(args.threads), "--port", str(port), "--max-batch", "8", "--quiet",
+               "--max-tokens-limit", str(max(args.max_tokens, 256))]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.http = httpx.Client(timeout=600)
+        deadline = time.monotonic() + 600
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"t2l serve --engine {kind} exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                self.http.get(self.url + "/health", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=1800)
         self.ids: list[str] = []
 
     def first_uses(self, n: int) -> dict:
@@ -116,11 +133,11 @@ class _Server:
         for i in range(n):
             desc = f"{DESCRIPTIONS[i % len(DESCRIPTIONS)]} (first use {i}, {self.kind})"
             t0 = time.perf_counter()
-            made = self.http.post(self.srv.url + "/v1/adapters", json={"description": desc}).json()
+            made = self.http.post(self.url + "/v1/adapters", json={"description": desc}).json()
             total = (time.perf_counter() - t0) * 1000
             assert made["cached"] is False, made
             first.append((total, made["generation_ms"]))
-        self.ids = [self.http.post(self.srv.url + "/v1/adapters", json={"description": d}).json()["id"]
+        self.ids = [self.http.post(self.url + "/v1/adapters", json={"description": d}).json()["id"]
                     for d in DESCRIPTIONS]
         return {"engine": self.kind, "first use ms": round(statistics.median(t for t, _ in first)),
                 "generation ms": round(statistics.median(g for _, g in first)),
@@ -128,7 +145,8 @@ class _Server:
 
     def stop(self) -> None:
         self.http.close()
-        self.srv.stop()
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
 
 
 def main() -> int:
@@ -147,6 +165,8 @@ def main() -> int:
     if not engines or any(e not in ENGINES for e in engines):
         ap.error(f"--engines takes {', '.join(ENGINES)}")
 
+    import tempfile
+
     import torch
 
     from text2lora import load_base
@@ -155,25 +175,30 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     base = load_base(DEFAULT_BASE)
     gen, gen_kind = _generator(base, args.generator)
-    servers = [_Server(kind, base, gen, args) for kind in engines]
-    try:
-        first = [s.first_uses(args.first_uses) for s in servers]
-        for s in servers:  # warm-up: every adapter used once
-            _phase(s.client, s.ids, 8)
-        acc = {(s.kind, n): {"lat": [], "tokens": 0, "wall": 0.0, "others": 0.0} for s in servers for n in (1, 8)}
-        for rep in range(args.repeat):
-            for n in (1, 8):
-                for s in servers if rep % 2 == 0 else servers[::-1]:
-                    lat, tokens, wall, others = _phase(s.client, s.ids[:n], args.max_tokens)
-                    a = acc[(s.kind, n)]
-                    a["lat"] += lat
-                    a["tokens"] += tokens
-                    a["wall"] += wall
-                    a["others"] += others
-                    print(s.kind, n, round(tokens / wall, 1), "tokens/s", flush=True)
-    finally:
-        for s in servers:
-            s.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        gen.save_pretrained(Path(tmp) / "gen")
+        del base, gen
+        servers = []
+        try:
+            servers = [_Server(kind, Path(tmp) / "gen", args) for kind in engines]
+            pids = [s.proc.pid for s in servers]
+            first = [s.first_uses(args.first_uses) for s in servers]
+            for s in servers:  # warm-up: every adapter used once
+                _phase(s.client, s.ids, 8, pids)
+            acc = {(s.kind, n): {"lat": [], "tokens": 0, "wall": 0.0, "others": 0.0} for s in servers for n in (1, 8)}
+            for rep in range(args.repeat):
+                for n in (1, 8):
+                    for s in servers if rep % 2 == 0 else servers[::-1]:
+                        lat, tokens, wall, others = _phase(s.client, s.ids[:n], args.max_tokens, pids)
+                        a = acc[(s.kind, n)]
+                        a["lat"] += lat
+                        a["tokens"] += tokens
+                        a["wall"] += wall
+                        a["others"] += others
+                        print(s.kind, n, round(tokens / wall, 1), "tokens/s", flush=True)
+        finally:
+            for s in servers:
+                s.stop()
     rows = [{"engine": kind, "clients": n, "requests": len(a["lat"]),
              "mean new tokens": round(a["tokens"] / len(a["lat"]), 1), "tokens/s": round(a["tokens"] / a["wall"], 1),
              "p50 s": round(_percentile(a["lat"], 50), 2), "p95 s": round(_percentile(a["lat"], 95), 2),

@@ -227,9 +227,12 @@ def load_engine(model: str | None = None, base: str | None = None, config: Engin
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine == "llama.cpp":
+        import torch
+
         from .llama_cpp import require_llama_cpp
 
         require_llama_cpp()  # before minutes of loading
+        torch.set_num_threads(1)  # before any torch work: see LlamaCppEngine
     ckpt = Path(model) if model else DEFAULT_GENERATOR_DIR
     cfg_path = ckpt / "config.json"
     if not cfg_path.is_file():

@@ -209,6 +209,13 @@ class LlamaCppEngine(ServingEngine):
     through the same :class:`~.batcher.RowRouter` as the PyTorch engine's (stop strings, ``max_tokens``,
     usage, finish reasons), and a client that goes away stops its generation at the next token.
 
+    PyTorch (which only generates the adapters here) runs on one thread in a process with this engine: PyTorch
+    and llama.cpp share one OpenMP runtime (``libgomp.so.1``), and once PyTorch has run a team of threads on
+    another thread, the runtime counts more threads than cores and stops llama.cpp's threads from spinning
+    between steps, which makes decoding 2-3 times slower. :func:`~.engine.load_engine` sets that before
+    loading anything; constructed directly, the engine sets it (and gives PyTorch its threads back on
+    :meth:`close`), warning if PyTorch had more.
+
     Args:
         base: the loaded base (its tokenizer, chat template and end-of-answer ids are used).
         generator: the generator (its base is ``base``).
@@ -222,7 +229,15 @@ class LlamaCppEngine(ServingEngine):
 
     def __init__(self, base: BaseModel, generator: Any, config: EngineConfig | None = None,
                  base_gguf: str | Path | None = None, n_threads: int | None = None):
+        import torch
+
         require_llama_cpp()
+        self._torch_threads = torch.get_num_threads()
+        if self._torch_threads > 1:
+            log.warning("PyTorch had %d threads; the llama.cpp engine sets it to 1 (llama.cpp decodes 2-3x slower "
+                        "beside a multi-threaded PyTorch); call torch.set_num_threads(1) before loading the base "
+                        "to avoid it entirely", self._torch_threads)
+            torch.set_num_threads(1)
         super().__init__(base, generator, config)
         self.gguf = _base_gguf(base, base_gguf)
         cfg = self.config
@@ -325,6 +340,9 @@ class LlamaCppEngine(ServingEngine):
             if not self._thread.is_alive():  # else a generation still runs: its model is left to the process
                 with self._lock:
                     self.model.close()
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
         super().close()
 
 
