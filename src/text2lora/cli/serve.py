@@ -75,8 +75,9 @@ def _common(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=port, help=f"port (default {port})")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of the engine (default: torch's, or llama-cpp-python's: half the cores; with "
-                        "torch, 1 helps when other processes share the cores)")
+                   help="CPU threads of the engine (default: torch's; llama.cpp: half the cores). Threads on every "
+                        "core are fastest on a quiet machine but collapse when another process holds a core; 1 "
+                        "holds up on a shared one")
     add_config_flags(p, EngineConfig, ENGINE_FLAGS)
     add_engine_args(p, "PyTorch, requests with different adapters batched in one forward pass")
 

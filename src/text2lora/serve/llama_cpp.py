@@ -25,6 +25,7 @@ import functools
 import importlib.util
 import itertools
 import logging
+import os
 import queue
 import secrets
 import tempfile
@@ -111,11 +112,14 @@ class LlamaCppModel:
     Args:
         gguf: the base model's GGUF file.
         n_ctx: context length (0: the model's own).
-        n_threads: CPU threads (default: llama-cpp-python's, half the cores).
+        n_threads: CPU threads, for the prompt and for each new token (default: half the cores, as
+            llama-cpp-python picks for new tokens: threads on every core collapse when another process
+            holds one of them).
         max_adapters: adapters kept loaded.
     """
 
     def __init__(self, gguf: str | Path, n_ctx: int = 0, n_threads: int | None = None, max_adapters: int = 64):
+        n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
         self.llm = new_llama(gguf, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads)
         self.max_adapters = max(1, max_adapters)
         self._adapters: OrderedDict[str, Any] = OrderedDict()  # key -> llama.cpp adapter handle
@@ -222,7 +226,7 @@ class LlamaCppEngine(ServingEngine):
         config: the engine settings; the llama.cpp context holds ``max_prompt_tokens + max_tokens_limit``
             tokens (at most the model's context).
         base_gguf: the base's GGUF file (default: the embedded base's, or the ``.gguf`` it was loaded from).
-        n_threads: llama.cpp's CPU threads (default: llama-cpp-python's, half the cores).
+        n_threads: llama.cpp's CPU threads (default: half the cores).
     """
 
     kind = "llama.cpp"
@@ -354,7 +358,7 @@ class LlamaCppChat:
         base: the loaded base (its tokenizer, chat template and end-of-answer ids are used).
         base_gguf: the base's GGUF file; default: the embedded base's file, or the ``.gguf`` it was loaded
             from (:func:`~text2lora.formats.gguf.find_base_gguf`).
-        n_threads: CPU threads for llama.cpp (default: what llama-cpp-python picks).
+        n_threads: CPU threads for llama.cpp (default: half the cores).
         n_ctx: context length (0: the model's own).
     """
 
