@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
-import torch  # noqa: E402
 
 from _serve_utils import engine_kind, make_engine, tiny_generator  # noqa: E402, F401
 
@@ -195,15 +194,9 @@ def test_a_value_error_from_deep_code_is_a_500_not_a_client_error(server, monkey
     _still_serving(server)
 
 
-def _same_weights(a, b) -> bool:
-    """Equal within 1e-4 of each tensor's largest value: the tolerance the store verifies a directory with."""
-    pairs = [(a.A[m], b.A[m]) for m in b.A] + [(a.B[m], b.B[m]) for m in b.B]
-    return all(float((x - y).abs().max()) <= 1e-4 * float(y.abs().max()) for x, y in pairs)
-
-
 def test_adapter_dir_holds_peft_adapters_that_a_restarted_server_finds(server):
     from text2lora import LoRAAdapter
-    from text2lora.serve.store import AdapterStore
+    from text2lora.serve.store import AdapterStore, same_weights
 
     desc = "Summarise a news article in one sentence."
     made = httpx.post(server.url + "/v1/adapters", json={"description": desc, "name": "news_summary"}).json()
@@ -223,7 +216,7 @@ def test_adapter_dir_holds_peft_adapters_that_a_restarted_server_finds(server):
     by_id, info, hit = fresh.by_id("news_summary")
     # generated again here: equal to the server's within the store's own tolerance (another thread count, as
     # when a llama.cpp engine kept PyTorch on one thread earlier in the process, rounds differently)
-    assert hit is True and info.digest == by_id.digest() and _same_weights(by_id, live)
+    assert hit is True and info.digest == by_id.digest() and same_weights(by_id, live)
     # by description: what was generated here for the verification, never the tensors read from disk
     generated, ginfo, hit = fresh.get(desc)
-    assert hit is True and ginfo.generated and generated is by_id and _same_weights(generated, live)
+    assert hit is True and ginfo.generated and generated is by_id and same_weights(generated, live)
