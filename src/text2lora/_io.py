@@ -166,7 +166,7 @@ def _is_t2l_gguf(path: Path) -> bool:
         from gguf import GGUFReader
 
         return GGUF_PROVENANCE_KEY in GGUFReader(str(path)).fields
-    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not one of ours
+    except (OSError, ValueError, IndexError, KeyError):  # a truncated or foreign file is simply not one of ours
         return False
 
 

