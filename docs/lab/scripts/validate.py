@@ -40,14 +40,17 @@ def _format(ex) -> str:
 
 
 def _groups(task, ex) -> set[str]:
-    """The columns an item counts in: all, its prompt format, its task's answer format, its collection."""
+    """The columns an item counts in: all, its prompt format, its task's answer format, its collection,
+    and whether its answer is rewritten into a stated form (the recipe's ``answer_forms`` items)."""
     from text2lora.data.sources.olmo import answer_format
 
-    return {"all", _format(ex), answer_format(task).replace("_", " "), f"{task.source} tasks"}
+    stated = "answer form" if ex.meta and ex.meta.get("form") else "task's own answer"
+    return {"all", _format(ex), answer_format(task).replace("_", " "), stated, f"{task.source} tasks"}
 
 
 #: The columns, in order; then one column per collection of the validation tasks (``<source> tasks``).
-GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choice", "short", "long")
+GROUPS = ("all", "choices listed", "choices not listed", "other", "multiple choice", "short", "long",
+          "task's own answer", "answer form")
 
 
 def _fixed_ce(job: SFTJob, items, adapter: LoRAAdapter | None) -> float | None:
@@ -59,7 +62,7 @@ def _fixed_ce(job: SFTJob, items, adapter: LoRAAdapter | None) -> float | None:
         return None
     total, k = 0.0, job.cfg.tasks_per_batch
     for i in range(0, len(items), k):
-        chunk = [ex for _, ex in items[i:i + k]]
+        chunk = [ex for _, ex, *_ in items[i:i + k]]
         tb = encode_examples(job.base.tokenizer, chunk, job.cfg.max_prompt_tokens, job.cfg.max_response_tokens,
                              eos=job.cfg.eos_loss)
         with apply_adapters(job.base.model, adapter, job.base.spec) if adapter else contextlib.nullcontext():
@@ -120,10 +123,11 @@ def _run(args: argparse.Namespace) -> int:
         gen.hypernet.eval()
         job = SFTJob(cfg, base, gen, tasks, val_tasks, torch.device("cpu"))
         # each item is scored once, in the finest partition of the columns; a column's CE is the
-        # item-weighted mean of its cells (the loss is a per-item mean, so batching does not change it)
+        # item-weighted mean of its cells (the loss is a per-item mean, so batching does not change it).
+        # An item keeps its description: an answer-form item's states the form.
         cells: dict[frozenset, list] = {}
-        for t, ex, *_ in job.val_items:
-            cells.setdefault(frozenset(_groups(t, ex)), []).append((t, ex))
+        for item in job.val_items:
+            cells.setdefault(frozenset(_groups(item[0], item[1])), []).append(item)
         scored = []
         for key, items in cells.items():
             with torch.no_grad():
