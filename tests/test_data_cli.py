@@ -145,13 +145,13 @@ def test_real_default_collections_build_and_load():
         if read_manifest(collection_dir(name)) is None:
             build_collection(name, quiet=True)
     rows = {r["name"]: r for r in list_collections()}
-    least = {"benchmarks": 10, "olmo": 80, "worked": 12, "programs": 10, "evals": 250, "reasoning": 90}
+    least = {"benchmarks": 10, "olmo": 80, "worked": 12, "programs": 10, "evals": 250, "reasoning": 90, "labels": 29}
     assert {n: rows[n]["num_tasks"] >= k for n, k in least.items()} == {n: True for n in least}
     training = sum(rows[n]["num_tasks"] for n in DEFAULT_COLLECTIONS if n != "benchmarks")
     assert training >= 460  # about 480 tasks any machine can download, as many as the paper trains on
     import text2lora.data.catalog as catalog
 
-    for name in ("evals", "reasoning"):
+    for name in ("evals", "reasoning", "labels"):
         catalog._MEMO.clear()
         tasks = load_collection(name)
         assert all(len(t.train_descriptions) >= 10 and len(t.heldout_descriptions) >= 3 for t in tasks)

