@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from ...encoders import _embedded_encoder_path
+from ...encoders import DEFAULT_ENCODER, _embedded_encoder_path
 from ..records import Example, TaskRecord
 from .generated import Maker, build_generated, pick
 
@@ -53,7 +51,7 @@ _FILES = {"image": ("png", "jpg", "gif", "bmp"), "audio": ("mp3", "wav", "flac",
 def vocabulary() -> tuple[str, ...]:
     """The input words: lower-case ASCII words of 3 to 12 letters from the default encoder's vocabulary,
     minus every word of the suite's word lists; sorted, so the same on every machine."""
-    vocab = (_embedded_encoder_path("all-minilm-l6-v2") / "vocab.txt").read_text(encoding="utf-8").split()
+    vocab = (_embedded_encoder_path(DEFAULT_ENCODER) / "vocab.txt").read_text(encoding="utf-8").split()
     banned = {w.lower() for w in re.findall(r"[A-Za-z]+", SUITE_WORDS_FILE.read_text(encoding="utf-8"))}
     return tuple(sorted({w for w in vocab if w.isascii() and w.isalpha() and w.islower() and 3 <= len(w) <= 12
                          and w not in banned}))
