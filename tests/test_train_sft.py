@@ -76,17 +76,17 @@ def test_interrupted_and_resumed_equals_uninterrupted(base, tasks, tmp_path):
 
 
 def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(base, tasks, tmp_path, monkeypatch):
-    import text2lora.train.sft as sft
+    import text2lora.train.batches as batches
 
     calls = {"n": 0}
-    real = sft.lm_response_loss
+    real = batches.lm_response_loss
 
     def poisoned(model, batch, *args):
         calls["n"] += 1
         loss = real(model, batch, *args)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(sft, "lm_response_loss", poisoned)
+    monkeypatch.setattr(batches, "lm_response_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="at step 3.*step-000002") as e:
         train_sft(sft_config(steps=5, save_every=2), tmp_path / "run", base=base, tasks=tasks[:3], quiet=True)
     assert e.value.step == 3

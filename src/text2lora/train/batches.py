@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from ..data import Example, TaskRecord, format_prompt
 from ..errors import DataError
 
 __all__ = ["TextBatch", "encode_examples", "response_loss", "lm_response_loss", "lm_response_logprobs", "neftune",
+           "length_groups", "grouped_response_loss",
            "ExampleSampler", "validation_examples"]
 
 
@@ -40,6 +41,13 @@ class TextBatch:
     @property
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
+
+    def select(self, rows: Sequence[int]) -> "TextBatch":
+        """The rows ``rows`` as a batch of their own, cut to its longest row (the padding is on the right)."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long, device=self.input_ids.device)
+        width = int(self.attention_mask.index_select(0, idx).sum(1).max())
+        return TextBatch(*(t.index_select(0, idx)[:, :width] for t in (self.input_ids, self.attention_mask,
+                                                                         self.labels)))
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -92,6 +100,52 @@ def lm_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float 
     small model is a large share of its compute)."""
     logits, target, sel = _response_logits(model, batch)
     return _mean(logits, target, sel, label_smoothing, average)
+
+
+def length_groups(lengths: Sequence[int], groups: int) -> list[list[int]]:
+    """Row indices split into at most ``groups`` groups of similar length, so that padding each group to its own
+    longest row pads the fewest tokens: the rows sorted by length and cut where ``sum(rows x longest)`` over the
+    groups is least (fewer groups on a tie; each group's indices in increasing order). One group is every row."""
+    n = len(lengths)
+    if groups <= 1 or n <= 1:
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    sizes = [lengths[i] for i in order]
+    # cost[k][j]: fewest padded tokens of the j shortest rows in k groups; cut[k][j]: where its last group starts
+    inf = float("inf")
+    cost = [[inf] * (n + 1) for _ in range(groups + 1)]
+    cut = [[0] * (n + 1) for _ in range(groups + 1)]
+    cost[0][0] = 0
+    for k in range(1, groups + 1):
+        for j in range(1, n + 1):
+            for i in range(k - 1, j):
+                c = cost[k - 1][i] + (j - i) * sizes[j - 1]
+                if c < cost[k][j]:
+                    cost[k][j], cut[k][j] = c, i
+    k = min(range(1, min(groups, n) + 1), key=lambda g: (cost[g][n], g))
+    out, j = [], n
+    for g in range(k, 0, -1):
+        out.append(sorted(order[cut[g][j]:j]))
+        j = cut[g][j]
+    return out[::-1]
+
+
+def grouped_response_loss(model: nn.Module, batch: TextBatch, label_smoothing: float, average: str, groups: int,
+                          around: Callable[[list[int], TextBatch], ContextManager[Any]] | None = None) -> Tensor:
+    """:func:`lm_response_loss` of the whole ``batch``, computed in the forward passes of :func:`length_groups`
+    (config ``length_groups``): each group's loss weighted by its share of the batch's response tokens
+    (``average="token"``) or rows (``"sample"``), so the value is the one-pass value. ``around(rows, part)`` is
+    the context each pass runs in (the rows' own adapters, NEFTune noise on the part's tokens)."""
+    parts, weights = [], []
+    for rows in length_groups(batch.attention_mask.sum(1).tolist(), groups):
+        part = batch if len(rows) == batch.input_ids.shape[0] else batch.select(rows)
+        with around(rows, part) if around is not None else contextlib.nullcontext():
+            parts.append(lm_response_loss(model, part, label_smoothing, average))
+        weights.append(int((part.labels[:, 1:] != -100).sum()) if average == "token" else len(rows))
+    if len(parts) == 1:
+        return parts[0]
+    w = torch.tensor(weights, dtype=parts[0].dtype, device=parts[0].device)
+    return (torch.stack(parts) * w).sum() / w.sum()
 
 
 def lm_response_logprobs(model: nn.Module, batch: TextBatch) -> Tensor:

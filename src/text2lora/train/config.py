@@ -106,6 +106,11 @@ class _TaskConfig(TrainConfig):
         "the mean over answers (a one-word answer, whose stop token is half its labels, weighs as much as a worked "
         "solution); ``token`` takes the mean over all response tokens, so long answers weigh by their length. "
         "Validation always reports the per-sample mean."))
+    length_groups: int = Field(1, ge=1, le=8, description=(
+        "Run each batch through the base model in up to this many forward passes, each over rows of similar token "
+        "length padded to its own longest row (the split that pads fewest tokens), instead of one pass padded to "
+        "the batch's longest row. The loss and its gradients are the same (up to float rounding; NEFTune draws its "
+        "noise per pass); fewer padding tokens make a CPU step faster (``bench/length_groups.py``). 1 is one pass."))
     long_answer_weight: float = Field(1.0, gt=0, description=(
         "How many times as often a training task with long answers (mean of ``long_answer_words`` words or more) is "
         "drawn as the others; 1 draws every task equally often."))

@@ -26,7 +26,7 @@ from ..adapter import LoRAAdapter
 from ..base import BaseModel
 from ..data import Example, TaskRecord, TaskSampler, resolve_tasks, task_slug
 from ..errors import AdapterError, ConfigError
-from .batches import ExampleSampler, encode_examples, lm_response_loss, validation_examples
+from .batches import ExampleSampler, encode_examples, grouped_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
 from .loop import LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
@@ -100,7 +100,7 @@ class LoRAJob:
     def _ce(self, examples: list[Example], smoothing: float, average: str = "sample") -> Tensor:
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
                              self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
-        return lm_response_loss(self.model, tb, smoothing, average)
+        return grouped_response_loss(self.model, tb, smoothing, average, self.cfg.length_groups)
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         return self._ce(self._batch(), self.cfg.label_smoothing, self.cfg.loss_average), {}

@@ -17,11 +17,12 @@ descriptions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import random
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -34,7 +35,8 @@ from ..data.sampler import form_variant, task_labels
 from ..encoders import EncoderSpec, TaskIdEncoder, load_encoder
 from ..generator import TextToLoRA
 from ..inject import apply_adapters
-from .batches import encode_examples, lm_response_logprobs, lm_response_loss, neftune, validation_examples
+from .batches import (TextBatch, encode_examples, grouped_response_loss, lm_response_logprobs, neftune,
+                      validation_examples)
 from .config import SFTConfig
 from .loop import GeneratorJob, LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
@@ -105,9 +107,16 @@ class SFTJob(GeneratorJob):
             average: str) -> Tensor:
         tb = encode_examples(self.base.tokenizer, examples, self.cfg.max_prompt_tokens,
                              self.cfg.max_response_tokens, eos=self.cfg.eos_loss).to(self.device)
-        with apply_adapters(self.base.model, adapters, self.base.spec), \
-                neftune(self.base.model, noise, tb.attention_mask):
-            return lm_response_loss(self.base.model, tb, label_smoothing, average)
+
+        @contextlib.contextmanager
+        def rows_adapters(rows: list[int], part: TextBatch) -> Iterator[None]:
+            own = adapters if len(rows) == adapters.size else adapters.select(rows)
+            with apply_adapters(self.base.model, own, self.base.spec), \
+                    neftune(self.base.model, noise, part.attention_mask):
+                yield
+
+        return grouped_response_loss(self.base.model, tb, label_smoothing, average, self.cfg.length_groups,
+                                     rows_adapters)
 
     def choice_ranking(self, adapters: AdapterBatch, examples: Sequence[Any], step: int) -> Tensor | None:
         """The ``choice_loss`` term (config): for up to ``choice_rows`` multiple-choice rows, the
