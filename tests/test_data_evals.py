@@ -40,7 +40,7 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(wheel):
-    return build_evals(str(wheel), _descriptions(KEPT + ["graded", "small", "nc_data", "quartz", "broken"]))
+    return build_evals(str(wheel), _descriptions(KEPT + ["graded", "small", "nc_data", "quartz", "broken", "lexicon"]))
 
 
 def _raw(rel: str) -> list[dict]:
@@ -80,6 +80,18 @@ def test_at_least_100_examples_after_duplicates(built):
     assert len(raw) == 122 and arith.num_examples() == len(distinct) == 120
     assert arith.info["duplicates_removed"] == 2
     assert len(arith.splits["validation"]) == 12 and len(arith.splits["train"]) == 108
+
+
+def test_a_task_answering_almost_every_input_alike_is_dropped(built):
+    kept, dropped = built
+    answers = [str(r["ideal"]).strip().upper() for r in _raw("lexicon/samples.jsonl")]
+    assert answers.count("Y") == 91 and len(answers) == 100  # counted here, not by the code under test
+    assert dropped["evals/lexicon"] == ("one answer ('y') for 91 of 100 examples (at least 90%): the input does "
+                                        "not decide the answer")
+    # the kept tasks: no answer is given to 90% of the inputs
+    for r in kept:
+        texts = [e.response.strip().casefold() for e in r.splits["train"] + r.splits["validation"]]
+        assert max(texts.count(t) for t in set(texts)) < 0.9 * len(texts)
 
 
 def test_licences_recorded_and_non_commercial_or_unknown_dropped(built):

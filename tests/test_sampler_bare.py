@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from pathlib import Path
 
 import pytest
 
 from text2lora.data import Example, TaskRecord, TaskSampler
 from text2lora.data import forms
-from text2lora.data.sampler import form_variant, task_labels
+from text2lora.data.sampler import form_variant, relabel_variant, task_labels
 from text2lora.errors import ConfigError
 
 INSTRUCTION = "Classify the sentiment of the review as positive or negative."
@@ -113,3 +115,88 @@ def test_resume_refuses_other_form_knobs():
     assert [(t.name, e.target, d) for t, e, d in b.next_batch()] == [(t.name, e.target, d) for t, e, d in a.next_batch()]
     with pytest.raises(Exception, match="answer_forms"):
         TaskSampler(tasks, tasks_per_batch=2, seed=0, answer_forms=0.2).load_state_dict(state)
+
+
+def _named_task(i: int, labels=("positive", "negative")) -> TaskRecord:
+    """A label task whose every description names its labels."""
+    t = _task(i, labels=labels, instruction=None)
+    t.train_descriptions = [f"Label review {i} {labels[0]} or {labels[1]}.",
+                            f"Is review {i} {labels[0].capitalize()} or {labels[1]}? Say which."]
+    return t
+
+
+def _swap(text: str, rename: dict[str, str]) -> str:
+    """``text`` with each whole word that is a key of ``rename`` (any case) replaced by its value."""
+    return " ".join(rename.get(w.lower().strip(".?"), w.lower().strip(".?")) + w[len(w.rstrip(".?")):]
+                    for w in text.split())
+
+
+def test_relabel_renames_the_labels_in_the_description_and_the_target_alike():
+    tasks = [_named_task(i) for i in range(4)]
+    rows = _draw(TaskSampler(tasks, tasks_per_batch=2, seed=3, relabel=1.0), 100)
+    suite_words = {w.lower() for w in re.findall(r"[A-Za-z]+", (Path(forms.__file__).parents[1] / "resources" /
+                                                                 "instruct" / "words.yaml").read_text())}
+    words_seen = set()
+    for task, ex, desc in rows:
+        rename = ex.meta["relabel"]
+        assert sorted(rename) == ["negative", "positive"] and len(set(rename.values())) == 2
+        original = next(e for e in task.splits["train"] if e.prompt == ex.prompt)
+        # the target is the new name of the example's own label, capitalised as it was
+        assert ex.target.lower() == rename[original.target.lower()]
+        # put the old labels back and the description is one of the task's own
+        back = {new: old for old, new in rename.items()}
+        assert _swap(desc, back) in {_swap(d, {}) for d in task.train_descriptions}
+        # the new words: whole words of the description, not in the input, not labels the task had, not the suite's
+        for w in rename.values():
+            assert re.search(rf"\b{w}\b", desc, re.I) and w not in ex.prompt.lower()
+            assert w not in {"positive", "negative"} and w not in suite_words
+        assert not re.search(r"\b(positive|negative)\b", desc, re.I)
+        assert "form" not in ex.meta  # a renamed example gets no answer form
+        words_seen.update(rename.values())
+    assert len(words_seen) > 50  # drawn per example, not fixed per task
+
+
+def test_relabel_leaves_what_it_cannot_rename():
+    rng = random.Random(0)
+    pool = ["alpha", "bravo", "charlie"]
+    ex = Example("review: fine", "positive")
+    labels = ["positive", "negative"]
+    assert relabel_variant(ex, "Say how the review feels.", labels, rng, pool) is None  # no label named
+    assert relabel_variant(ex, "Label it positive.", labels, rng, pool) is None  # one label not named
+    assert relabel_variant(Example("earlier: negative. now: fine", "positive"), "positive or negative", labels,
+                           rng, pool) is None  # the input names a label (a few-shot answer)
+    assert relabel_variant(Example("q", "very good"), "very good or bad", ["very good", "bad"], rng, pool) is None
+    assert relabel_variant(Example("q", "maybe"), "positive or negative", labels, rng, pool) is None
+    assert relabel_variant(ex, "positive or negative", labels, rng, ["alpha"]) is None  # too few new words
+    got = relabel_variant(Example("review: fine", "Positive"), "Positive or negative, never positively.", labels,
+                          rng, pool)
+    assert got is not None
+    new, desc = got
+    p, n = new.meta["relabel"]["positive"], new.meta["relabel"]["negative"]
+    # whole words only, each keeping the capital of the word it replaces
+    assert desc == f"{p.capitalize()} or {n}, never positively." and new.target == p.capitalize()
+
+
+def test_relabel_zero_draws_the_stream_it_drew_before():
+    tasks = [_named_task(i) for i in range(4)]
+    plain = _draw(TaskSampler(tasks, tasks_per_batch=2, seed=5, answer_forms=0.5), 50)
+    zero = _draw(TaskSampler(tasks, tasks_per_batch=2, seed=5, answer_forms=0.5, relabel=0.0), 50)
+    assert [(t.name, e.prompt, e.target, d) for t, e, d in plain] == [(t.name, e.prompt, e.target, d) for t, e, d in zero]
+
+
+def test_relabel_is_a_resumed_knob_and_needs_descriptions():
+    tasks = [_named_task(i) for i in range(4)]
+    a = TaskSampler(tasks, tasks_per_batch=2, seed=0, relabel=0.5)
+    a.next_batch()
+    state = json.loads(json.dumps(a.state_dict()))
+    b = TaskSampler(tasks, tasks_per_batch=2, seed=0, relabel=0.5)
+    b.load_state_dict(state)
+    assert [(e.target, d) for _, e, d in b.next_batch()] == [(e.target, d) for _, e, d in a.next_batch()]
+    with pytest.raises(Exception, match="relabel"):
+        TaskSampler(tasks, tasks_per_batch=2, seed=0).load_state_dict(state)
+    with pytest.raises(ConfigError, match="relabel"):
+        TaskSampler(tasks, tasks_per_batch=2, relabel=1.5)
+    from text2lora.train.config import load_config
+
+    with pytest.raises(ConfigError, match="conditioning is 'task-id'"):
+        load_config("sft", relabel=0.5, conditioning="task-id")

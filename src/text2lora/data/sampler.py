@@ -15,7 +15,11 @@ long-answer task that stores its final answer (``meta["answer"]``, e.g. MATH) is
 final answer alone as target and an "answer only" clause appended to its description, and otherwise
 a "show your reasoning" clause is appended (with the same probability) to its full answer; a
 short-answer task's description gets the "answer only" clause with that probability. So the format
-words of a description, not only its topic, decide how long the adapted model answers. The stream is infinite and fully determined by the seed;
+words of a description, not only its topic, decide how long the adapted model answers. With
+``relabel`` > 0, an example of a label task (:func:`task_labels`) whose description names every label
+is shown with that probability with the labels renamed: each label becomes a word drawn for this
+example (:func:`relabel_variant`), in the description and in the target alike, so the answer's words
+can only be read from the description. The stream is infinite and fully determined by the seed;
 :meth:`TaskSampler.state_dict` / :meth:`TaskSampler.load_state_dict` resume it exactly.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
+import re
 from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +38,7 @@ from .prompts import COT_PREFILL
 from .records import Example, TaskRecord
 
 __all__ = ["TaskSampler", "mean_answer_words", "SHORT_FORMAT_CLAUSES", "LONG_FORMAT_CLAUSES", "form_variant",
-           "task_labels", "with_instruction", "FORM_ANSWER_WORDS"]
+           "task_labels", "with_instruction", "relabel_variant", "FORM_ANSWER_WORDS"]
 
 #: Answers of at most this many words can be rewritten into an answer form.
 FORM_ANSWER_WORDS = 12
@@ -126,6 +131,46 @@ LONG_FORMAT_CLAUSES = (
 )
 
 
+def _word_re(words: Sequence[str]) -> re.Pattern:
+    """Any of ``words`` as a whole word, case ignored (longest first, so no word matches inside another)."""
+    alts = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", re.IGNORECASE)
+
+
+def relabel_variant(ex: Example, description: str, labels: Sequence[str], rng: random.Random,
+                    pool: Sequence[str]) -> tuple[Example, str] | None:
+    """``ex`` and ``description`` with each of a label task's ``labels`` renamed to a word drawn from ``pool``
+    (distinct words that neither the description nor the input contains), in the description wherever it names
+    the label and in the target; ``None`` when the labels are not all single words, the description does not
+    name every one, the input already names one (a few-shot answer, a shown instruction) or the target is not
+    one of them. A renamed word keeps the capital first letter of the word it replaces."""
+    keys = [forms.normalize(label) for label in labels]
+    target = forms.normalize(ex.target)
+    if len(set(keys)) != len(keys) or not all(k.isalpha() for k in keys) or target not in keys:
+        return None
+    if not all(_word_re([k]).search(description) for k in keys) or _word_re(keys).search(ex.prompt):
+        return None
+    taken = set(re.findall(r"[a-z]+", f"{description} {ex.prompt}".lower()))
+    words: list[str] = []
+    for _ in range(100 * len(keys)):
+        w = pool[rng.randrange(len(pool))]
+        if w not in taken and w not in words:
+            words.append(w)
+            if len(words) == len(keys):
+                break
+    else:
+        return None
+    rename = dict(zip(keys, words))
+
+    def cased(old: str, new: str) -> str:
+        return new.capitalize() if old[:1].isupper() else new
+
+    new_desc = _word_re(keys).sub(lambda m: cased(m.group(0), rename[m.group(0).lower()]), description)
+    answer = cased(ex.target.strip(), rename[target])
+    meta = {k: v for k, v in ex.meta.items() if k != "targets"}
+    return replace(ex, response=answer, choices=None, gold=None, meta={**meta, "relabel": rename}), new_desc
+
+
 def mean_answer_words(task: TaskRecord, split: str = "train") -> float:
     """Mean length in words of the targets (:attr:`Example.target`) of a task's ``split``."""
     examples = task.splits.get(split) or []
@@ -150,20 +195,26 @@ class TaskSampler:
         cot_prefill: probability of opening the answer of a long-answer task's example with
             :data:`~text2lora.data.prompts.COT_PREFILL`.
         format_contrast: probability of the answer-format clauses above (see the module docstring).
+        instruction_prob: probability of showing an example's instruction (``meta["instruction"]``) before its input.
+        answer_forms: probability of rewriting a short answer into an answer form its description then states.
+        heldout_forms: answer forms never drawn.
+        relabel: probability of renaming a label task's labels (:func:`relabel_variant`); an example so
+            renamed gets no answer form.
     """
 
     def __init__(self, tasks: list[TaskRecord], tasks_per_batch: int = 8, seed: int = 0, split: str = "train",
                  unlisted_mc: float = 0.0, long_answer_weight: float = 1.0, long_answer_words: int = 10,
                  task_weights: Sequence[tuple[str, float]] = (), cot_prefill: float = 0.0,
                  format_contrast: float = 0.0, instruction_prob: float = 0.0, answer_forms: float = 0.0,
-                 heldout_forms: Sequence[str] = ()):
+                 heldout_forms: Sequence[str] = (), relabel: float = 0.0):
         if tasks_per_batch < 1:
             raise ConfigError(f"tasks_per_batch must be >= 1, got {tasks_per_batch}")
         if not 0.0 <= unlisted_mc <= 1.0:
             raise ConfigError(f"unlisted_mc must be in [0, 1], got {unlisted_mc}")
         if not 0.0 <= cot_prefill <= 1.0:
             raise ConfigError(f"cot_prefill must be in [0, 1], got {cot_prefill}")
-        for knob, value in (("instruction_prob", instruction_prob), ("answer_forms", answer_forms)):
+        for knob, value in (("instruction_prob", instruction_prob), ("answer_forms", answer_forms),
+                            ("relabel", relabel)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{knob} must be in [0, 1], got {value}")
         unknown = [f for f in heldout_forms if f not in forms.FORMS]
@@ -203,6 +254,13 @@ class TaskSampler:
         self.instruction_prob = instruction_prob
         self.answer_forms = answer_forms
         self.heldout_forms = tuple(heldout_forms)
+        self.relabel = relabel
+        #: the words labels are renamed to: the encoder's vocabulary minus the bare-input suite's words
+        self._pool: tuple[str, ...] = ()
+        if relabel:
+            from .sources.labels import vocabulary
+
+            self._pool = vocabulary()
         #: the forms training draws from
         self._forms = [f for f in forms.FORMS if f not in self.heldout_forms]
         self._labels: dict[int, list[str] | None] = {}
@@ -272,7 +330,11 @@ class TaskSampler:
             short = False
             if self.format_contrast:
                 ex, desc, short = self._contrast(i, ex, desc)
-            if self.answer_forms and i not in self._long_tasks and self._rng.random() < self.answer_forms:
+            renamed = False
+            if self.relabel and i not in self._long_tasks and self._rng.random() < self.relabel:
+                ex, desc, renamed = self._relabel(i, ex, desc)
+            if (not renamed and self.answer_forms and i not in self._long_tasks
+                    and self._rng.random() < self.answer_forms):
                 ex, desc = self._form(i, ex, desc)
             if not short and i in self._cot_tasks and self._rng.random() < self.cot_prefill:
                 ex = ex.with_prefill(COT_PREFILL)
@@ -280,10 +342,20 @@ class TaskSampler:
         self._batches += 1
         return batch
 
-    def _form(self, i: int, ex: Example, desc: str) -> tuple[Example, str]:
-        """``answer_forms`` for one example: a form drawn among those its answer can take."""
+    def _task_labels(self, i: int) -> list[str] | None:
         if i not in self._labels:
             self._labels[i] = task_labels(self.tasks[i], self.split)
+        return self._labels[i]
+
+    def _relabel(self, i: int, ex: Example, desc: str) -> tuple[Example, str, bool]:
+        """``relabel`` for one example: (example, description, whether its labels were renamed)."""
+        labels = self._task_labels(i)
+        got = relabel_variant(ex, desc, labels, self._rng, self._pool) if labels else None
+        return (*got, True) if got else (ex, desc, False)
+
+    def _form(self, i: int, ex: Example, desc: str) -> tuple[Example, str]:
+        """``answer_forms`` for one example: a form drawn among those its answer can take."""
+        self._task_labels(i)
         order = self._rng.sample(self._forms, len(self._forms))
         for form in order:
             got = form_variant(ex, desc, form, self._rng, labels=self._labels[i])
@@ -318,7 +390,7 @@ class TaskSampler:
                 "task_weights": [list(pw) for pw in self.task_weights], "cot_prefill": self.cot_prefill,
                 "format_contrast": self.format_contrast, "instruction_prob": self.instruction_prob,
                 "answer_forms": self.answer_forms, "heldout_forms": list(self.heldout_forms),
-                "batches": self._batches,
+                "relabel": self.relabel, "batches": self._batches,
                 "rng": random_state(self._rng)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -335,10 +407,11 @@ class TaskSampler:
                 or state.get("format_contrast", 0.0) != self.format_contrast
                 or state.get("instruction_prob", 0.0) != self.instruction_prob
                 or state.get("answer_forms", 0.0) != self.answer_forms
-                or tuple(state.get("heldout_forms", ())) != self.heldout_forms):
+                or tuple(state.get("heldout_forms", ())) != self.heldout_forms
+                or state.get("relabel", 0.0) != self.relabel):
             raise DataError("sampler state was saved with different tasks_per_batch/split/unlisted_mc/"
                             "long_answer_weight/long_answer_words/task_weights/cot_prefill/format_contrast/"
-                            "instruction_prob/answer_forms/heldout_forms; resume with the run's own config")
+                            "instruction_prob/answer_forms/heldout_forms/relabel; resume with the run's own config")
         set_random_state(state["rng"], self._rng)
         self._batches = int(state["batches"])
         self.seed = state["seed"]

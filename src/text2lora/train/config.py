@@ -268,12 +268,25 @@ class SFTConfig(_GeneratorConfig, _TaskConfig):
         "to where they were. 0 disables."))
     anchor_rows: int = Field(16, ge=1, description="With ``anchor_coef``: rows a step compares with the starting "
                                                    "generator.")
+    relabel: float = Field(0.0, ge=0, le=1, description=(
+        "Probability that a training example of a label task (at most ten distinct one-word answers, each named by "
+        "the drawn description) is shown with its labels renamed to words drawn for that example, in the "
+        "description and the target alike (data/sampler.py, relabel_variant). The answer's words can then only "
+        "come from the description, not from the task's usual labels or its neighbours'. Needs "
+        "``conditioning: description``; validation is never renamed."))
+
+    def sampler_options(self) -> dict[str, Any]:
+        return {**super().sampler_options(), "relabel": self.relabel}
 
     @model_validator(mode="after")
     def _check_anchor(self) -> SFTConfig:
         if self.anchor_coef and not self.init_from:
             raise ConfigError("anchor_coef pulls the generator toward its starting point, but init_from is not set; "
                               "set init_from to the generator checkpoint to continue, or set anchor_coef to 0")
+        if self.relabel and self.conditioning != "description":
+            raise ConfigError(f"relabel renames labels in the description and the answer alike, but conditioning is "
+                              f"{self.conditioning!r}, so the generator never reads the renamed labels; set "
+                              "conditioning: description or relabel: 0")
         return self
 
 

@@ -28,7 +28,9 @@ folder with licences of its own; a task whose licences forbid commercial use (``
 ``NC``) or that the list names in words not recognised is dropped. Reserved tasks
 (:mod:`text2lora.data.reserved`) are dropped before their data is read. A samples file with a broken
 line (invalid JSON, no input, no answer, a message that is not text) is dropped with the line and the
-reason; exact duplicate samples are removed. Each kept task keeps at most ``max_examples`` examples
+reason; exact duplicate samples are removed. A task whose most common answer is the answer of at least
+:data:`MAX_ANSWER_SHARE` of its examples (the registry's lexicon tasks answer ``Y`` to every word) is
+dropped: its input does not decide its answer, so it would teach a generator one constant reply. Each kept task keeps at most ``max_examples`` examples
 (seeded subset, original order) split 90% train / 10% validation (at least 10, at most 100), as the
 other collections do; metric ``exact_match``.
 """
@@ -38,7 +40,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -49,13 +51,15 @@ from ..reserved import is_reserved
 from .archive import Tree, open_tree
 from .bigbench import split_examples
 
-__all__ = ["EXACT_CLASSES", "MIN_EXAMPLES", "MAX_EXAMPLES", "MIN_DESCRIPTIONS", "MIN_HELDOUT", "EvalSpec",
+__all__ = ["EXACT_CLASSES", "MIN_EXAMPLES", "MAX_ANSWER_SHARE", "MAX_EXAMPLES", "MIN_DESCRIPTIONS", "MIN_HELDOUT", "EvalSpec",
            "BrokenSample", "read_registry", "read_licences", "licence_of", "convert_sample", "instruction_varies",
-           "read_samples", "english_share", "task_names", "build_evals"]
+           "read_samples", "english_share", "task_names", "one_answer", "build_evals"]
 
 #: Eval classes whose score compares the answer with the reference answer (``ideal``).
 EXACT_CLASSES = ("Match", "Includes", "FuzzyMatch", "JsonMatch")
 MIN_EXAMPLES = 100
+#: A task whose most common answer (case and surrounding space ignored) is this share of its examples is dropped.
+MAX_ANSWER_SHARE = 0.9
 MAX_EXAMPLES = 500
 MIN_DESCRIPTIONS = 10
 MIN_HELDOUT = 3
@@ -407,6 +411,17 @@ def _dropped_files(tree: Tree, specs: list[EvalSpec], candidates: dict[str, list
     return dropped
 
 
+def one_answer(examples: list[Example], max_share: float = MAX_ANSWER_SHARE) -> str | None:
+    """Why a task is dropped for answering (nearly) every input alike, or ``None`` when its answers vary."""
+    counts = Counter(e.response.strip().casefold() for e in examples)
+    answer, n = counts.most_common(1)[0]
+    if n < max_share * len(examples):
+        return None
+    shown = next(e.response.strip() for e in examples if e.response.strip().casefold() == answer)
+    return (f"one answer ({shown!r}) for {n} of {len(examples)} examples (at least {max_share:.0%}): the input "
+            "does not decide the answer")
+
+
 def build_evals(wheel: str, descriptions: dict[str, dict[str, list[str]]], *, min_examples: int = MIN_EXAMPLES,
                 max_examples: int | None = MAX_EXAMPLES, min_descriptions: int = MIN_DESCRIPTIONS,
                 min_heldout: int = MIN_HELDOUT, seed: int = 0, only: Iterable[str] | None = None,
@@ -462,6 +477,10 @@ def build_evals(wheel: str, descriptions: dict[str, dict[str, list[str]]], *, mi
             dups = facts["duplicates_removed"]
             dropped[name] = f"only {len(examples)} examples (< {min_examples})" + (
                 f" once {dups} exact duplicate(s) are removed" if dups else "")
+            continue
+        why = one_answer(examples)
+        if why:
+            dropped[name] = why
             continue
         descs = descriptions.get(name.removeprefix("evals/"), {})
         train_d, held_d = list(descs.get("train", [])), list(descs.get("heldout", []))
