@@ -12,7 +12,7 @@ import pytest
 from text2lora.data import Example, TaskRecord, TaskSampler
 from text2lora.data import forms
 from text2lora.data.sampler import form_variant, relabel_variant, task_labels
-from text2lora.errors import ConfigError
+from text2lora.errors import ConfigError, DataError
 
 INSTRUCTION = "Classify the sentiment of the review as positive or negative."
 
@@ -28,6 +28,14 @@ def _task(i: int, labels=("positive", "negative"), instruction: str | None = INS
 
 def _draw(sampler: TaskSampler, n: int = 60):
     return [row for _ in range(n) for row in sampler.next_batch()]
+
+
+def _named_task(i: int, labels=("positive", "negative")) -> TaskRecord:
+    """A label task whose every description names its labels."""
+    t = _task(i, labels=labels, instruction=None)
+    t.train_descriptions = [f"Label review {i} {labels[0]} or {labels[1]}.",
+                            f"Is review {i} {labels[0].capitalize()} or {labels[1]}? Say which."]
+    return t
 
 
 def test_default_training_prompt_shows_no_instruction():
@@ -105,26 +113,6 @@ def test_unknown_heldout_form_is_refused_by_name():
         load_config("sft", overrides={"heldout_forms": ["shouting"]})
 
 
-def test_resume_refuses_other_form_knobs():
-    tasks = [_task(i) for i in range(4)]
-    a = TaskSampler(tasks, tasks_per_batch=2, seed=0, answer_forms=0.5)
-    a.next_batch()
-    state = json.loads(json.dumps(a.state_dict()))
-    b = TaskSampler(tasks, tasks_per_batch=2, seed=0, answer_forms=0.5)
-    b.load_state_dict(state)
-    assert [(t.name, e.target, d) for t, e, d in b.next_batch()] == [(t.name, e.target, d) for t, e, d in a.next_batch()]
-    with pytest.raises(Exception, match="answer_forms"):
-        TaskSampler(tasks, tasks_per_batch=2, seed=0, answer_forms=0.2).load_state_dict(state)
-
-
-def _named_task(i: int, labels=("positive", "negative")) -> TaskRecord:
-    """A label task whose every description names its labels."""
-    t = _task(i, labels=labels, instruction=None)
-    t.train_descriptions = [f"Label review {i} {labels[0]} or {labels[1]}.",
-                            f"Is review {i} {labels[0].capitalize()} or {labels[1]}? Say which."]
-    return t
-
-
 def _swap(text: str, rename: dict[str, str]) -> str:
     """``text`` with each whole word that is a key of ``rename`` (any case) replaced by its value."""
     return " ".join(rename.get(w.lower().strip(".?"), w.lower().strip(".?")) + w[len(w.rstrip(".?")):]
@@ -184,19 +172,23 @@ def test_relabel_zero_draws_the_stream_it_drew_before():
     assert [(t.name, e.prompt, e.target, d) for t, e, d in plain] == [(t.name, e.prompt, e.target, d) for t, e, d in zero]
 
 
-def test_relabel_is_a_resumed_knob_and_needs_descriptions():
-    tasks = [_named_task(i) for i in range(4)]
-    a = TaskSampler(tasks, tasks_per_batch=2, seed=0, relabel=0.5)
-    a.next_batch()
-    state = json.loads(json.dumps(a.state_dict()))
-    b = TaskSampler(tasks, tasks_per_batch=2, seed=0, relabel=0.5)
-    b.load_state_dict(state)
-    assert [(e.target, d) for _, e, d in b.next_batch()] == [(e.target, d) for _, e, d in a.next_batch()]
-    with pytest.raises(Exception, match="relabel"):
-        TaskSampler(tasks, tasks_per_batch=2, seed=0).load_state_dict(state)
+def test_relabel_needs_a_probability_and_descriptions():
     with pytest.raises(ConfigError, match="relabel"):
-        TaskSampler(tasks, tasks_per_batch=2, relabel=1.5)
+        TaskSampler([_named_task(i) for i in range(4)], tasks_per_batch=2, relabel=1.5)
     from text2lora.train.config import load_config
 
     with pytest.raises(ConfigError, match="conditioning is 'task-id'"):
         load_config("sft", relabel=0.5, conditioning="task-id")
+
+
+@pytest.mark.parametrize("knob, make", [("answer_forms", _task), ("relabel", _named_task)])
+def test_resume_continues_the_stream_and_refuses_another_knob_value(knob, make):
+    tasks = [make(i) for i in range(4)]
+    a = TaskSampler(tasks, tasks_per_batch=2, seed=0, **{knob: 0.5})
+    a.next_batch()
+    state = json.loads(json.dumps(a.state_dict()))
+    b = TaskSampler(tasks, tasks_per_batch=2, seed=0, **{knob: 0.5})
+    b.load_state_dict(state)
+    assert [(t.name, e.target, d) for t, e, d in b.next_batch()] == [(t.name, e.target, d) for t, e, d in a.next_batch()]
+    with pytest.raises(DataError, match=knob):
+        TaskSampler(tasks, tasks_per_batch=2, seed=0, **{knob: 0.2}).load_state_dict(state)
