@@ -156,6 +156,13 @@ def test_relabel_leaves_what_it_cannot_rename():
     assert relabel_variant(Example("q", "very good"), "very good or bad", ["very good", "bad"], rng, pool) is None
     assert relabel_variant(Example("q", "maybe"), "positive or negative", labels, rng, pool) is None
     assert relabel_variant(ex, "positive or negative", labels, rng, ["alpha"]) is None  # too few new words
+    # one-letter labels: only as the answers write them, never the article "a"; lower-case ones are left
+    got = relabel_variant(Example("q", "B"), "Pick a letter: A, B or C.", ["A", "B", "C"], rng, pool)
+    assert got is not None and got[1].startswith("Pick a letter: ")
+    assert got[0].target == got[0].meta["relabel"]["b"].capitalize()
+    assert "A" not in got[1].split() and got[1].count(" a ") == 1
+    assert relabel_variant(Example("q", "b"), "Pick a, b or c.", ["a", "b", "c"], rng, pool) is None
+    assert relabel_variant(Example("q: A) x B) y", "B"), "A, B or C.", ["A", "B", "C"], rng, pool) is None
     got = relabel_variant(Example("review: fine", "Positive"), "Positive or negative, never positively.", labels,
                           rng, pool)
     assert got is not None

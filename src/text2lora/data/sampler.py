@@ -132,23 +132,31 @@ LONG_FORMAT_CLAUSES = (
 
 
 def _word_re(words: Sequence[str]) -> re.Pattern:
-    """Any of ``words`` as a whole word, case ignored (longest first, so no word matches inside another)."""
-    alts = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", re.IGNORECASE)
+    """Any of ``words`` as a whole word (longest first, so no word matches inside another). A word of two or
+    more letters matches in any case; a one-letter label only as written (``A``, ``Y``: not the article "a")."""
+    alts = "|".join(re.escape(w) if len(w) == 1 else f"(?i:{re.escape(w)})"
+                    for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])")
 
 
 def relabel_variant(ex: Example, description: str, labels: Sequence[str], rng: random.Random,
                     pool: Sequence[str]) -> tuple[Example, str] | None:
     """``ex`` and ``description`` with each of a label task's ``labels`` renamed to a word drawn from ``pool``
     (distinct words that neither the description nor the input contains), in the description wherever it names
-    the label and in the target; ``None`` when the labels are not all single words, the description does not
-    name every one, the input already names one (a few-shot answer, a shown instruction) or the target is not
-    one of them. A renamed word keeps the capital first letter of the word it replaces."""
+    the label and in the target; ``None`` when the labels are not all single words (one-letter ones upper
+    case), the description does not name every one, the input already names one (a few-shot answer, a shown
+    instruction) or the target is not one of them. A renamed word keeps the capital first letter of the word
+    it replaces."""
     keys = [forms.normalize(label) for label in labels]
     target = forms.normalize(ex.target)
     if len(set(keys)) != len(keys) or not all(k.isalpha() for k in keys) or target not in keys:
         return None
-    if not all(_word_re([k]).search(description) for k in keys) or _word_re(keys).search(ex.prompt):
+    # how each label is written: one-letter labels as the answers write them, longer ones in any case
+    surface = {k: (label.strip(" .!?;:,'\"`") if len(k) == 1 else k) for k, label in zip(keys, labels)}
+    if any(len(w) == 1 and not w.isupper() for w in surface.values()):
+        return None  # a lower-case one-letter label reads like the article "a" or a variable
+    named = _word_re(list(surface.values()))
+    if not all(_word_re([w]).search(description) for w in surface.values()) or named.search(ex.prompt):
         return None
     taken = set(re.findall(r"[a-z]+", f"{description} {ex.prompt}".lower()))
     words: list[str] = []
@@ -165,7 +173,7 @@ def relabel_variant(ex: Example, description: str, labels: Sequence[str], rng: r
     def cased(old: str, new: str) -> str:
         return new.capitalize() if old[:1].isupper() else new
 
-    new_desc = _word_re(keys).sub(lambda m: cased(m.group(0), rename[m.group(0).lower()]), description)
+    new_desc = named.sub(lambda m: cased(m.group(0), rename[m.group(0).lower()]), description)
     answer = cased(ex.target.strip(), rename[target])
     meta = {k: v for k, v in ex.meta.items() if k != "targets"}
     return replace(ex, response=answer, choices=None, gold=None, meta={**meta, "relabel": rename}), new_desc

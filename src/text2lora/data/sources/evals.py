@@ -30,9 +30,9 @@ folder with licences of its own; a task whose licences forbid commercial use (``
 line (invalid JSON, no input, no answer, a message that is not text) is dropped with the line and the
 reason; exact duplicate samples are removed. A task whose most common answer is the answer of at least
 :data:`MAX_ANSWER_SHARE` of its examples (the registry's lexicon tasks answer ``Y`` to every word) is
-dropped: its input does not decide its answer, so it would teach a generator one constant reply. Each kept task keeps at most ``max_examples`` examples
-(seeded subset, original order) split 90% train / 10% validation (at least 10, at most 100), as the
-other collections do; metric ``exact_match``.
+dropped: its input does not decide its answer, so it would teach a generator one constant reply. Each
+kept task keeps at most ``max_examples`` examples (seeded subset, original order) split 90% train / 10%
+validation (at least 10, at most 100), as the other collections do; metric ``exact_match``.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from ..reserved import is_reserved
 from .archive import Tree, open_tree
 from .bigbench import split_examples
 
-__all__ = ["EXACT_CLASSES", "MIN_EXAMPLES", "MAX_ANSWER_SHARE", "MAX_EXAMPLES", "MIN_DESCRIPTIONS", "MIN_HELDOUT", "EvalSpec",
-           "BrokenSample", "read_registry", "read_licences", "licence_of", "convert_sample", "instruction_varies",
+__all__ = ["EXACT_CLASSES", "MIN_EXAMPLES", "MAX_ANSWER_SHARE", "MAX_EXAMPLES", "MIN_DESCRIPTIONS", "MIN_HELDOUT",
+           "EvalSpec", "BrokenSample", "read_registry", "read_licences", "licence_of", "convert_sample", "instruction_varies",
            "read_samples", "english_share", "task_names", "one_answer", "build_evals"]
 
 #: Eval classes whose score compares the answer with the reference answer (``ideal``).
