@@ -43,6 +43,27 @@ def test_best_checkpoint_records_recipe_data_and_chosen_step(tiny_dir, tmp_path,
     assert TextToLoRA.from_pretrained(out / "best").hyper_config.latent_dim == 16
 
 
+def test_multi_task_lora_records_recipe_data_and_chosen_step(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    recipe = ROOT / "configs" / "tiny_mt_lora.yaml"
+    out = tmp_path / "mt"
+    assert main(["train", "mt-lora", str(recipe), "--base", str(tiny_dir), "--quiet", "--device", "cpu",
+                 "--out", str(out), "--steps", "3", "--eval-every", "1"]) == 0
+    training = json.loads((out / "best" / "text2lora.json").read_text())["training"]
+    assert training["recipe"] == "tiny_mt_lora"
+    assert training["recipe_file"] == "configs/tiny_mt_lora.yaml"
+    assert training["recipe_sha256"] == hashlib.sha256(recipe.read_bytes()).hexdigest()
+    assert training["steps"] == 3
+    vals = logged(out, "loss", "val")
+    assert training["step"] == 1 + vals.index(min(vals))
+    assert training["data"] == {f"user:{TINY_TASKS.relative_to(ROOT)}":
+                                hashlib.sha256(TINY_TASKS.read_bytes()).hexdigest()}
+    # the adapter still loads as a plain adapter
+    from text2lora.adapter import LoRAAdapter
+
+    assert LoRAAdapter.load(out / "best").meta["task"] == "multi-task"
+
+
 def test_two_builds_of_the_same_data_have_one_digest(tmp_path):
     from text2lora.data import Example, TaskRecord
     from text2lora.data.records import content_digest, save_collection

@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     main = os.environ.get("RANK", "0") == "0"
     with undo_on_failure(out, RunDir.has_results) if main else contextlib.nullcontext():
         extra = {}
-        if args.recipe == "sft":
+        if args.recipe in ("sft", "mt-lora"):
             from ..train.provenance import recipe_record
 
             extra["recipe"] = recipe_record(args.config, cfg.name)

@@ -28,6 +28,7 @@ from ..data import Example, TaskRecord, TaskSampler, resolve_tasks, task_slug
 from ..errors import AdapterError, ConfigError
 from .batches import ExampleSampler, encode_examples, grouped_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
+from .provenance import data_record
 from .loop import LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
 from .tasks import recipe_tasks, split_tasks
@@ -114,8 +115,15 @@ class LoRAJob:
             total += float(self._ce(chunk, 0.0)) * len(chunk)
         return total / len(self.val)
 
+    provenance: dict[str, Any] | None = None
+    """The ``training`` block of the adapter's text2lora.json (:mod:`~text2lora.train.provenance`), or ``None``."""
+
     def save_artifact(self, path: Path, step: int | None = None) -> None:
-        _adapter_of(self.module, self.base, self.cfg, self.meta).save(path, force=True, vllm=False)
+        meta = self.meta
+        if self.provenance is not None:
+            meta = {**meta, "training": {**self.provenance, "step": step,
+                                         "chosen_by": "validation loss on the held-out tasks"}}
+        _adapter_of(self.module, self.base, self.cfg, meta).save(path, force=True, vllm=False)
 
     def trainable_state(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.module.named_parameters() if p.requires_grad}
@@ -219,8 +227,11 @@ def train_lora(cfg: LoRAConfig, out: str | Path, *, resume: bool = False, quiet:
 def train_mt_lora(cfg: MTLoRAConfig, out: str | Path, *, resume: bool = False, quiet: bool = False,
                   base: BaseModel | None = None, tasks: list[TaskRecord] | None = None,
                   val_tasks: list[TaskRecord] | None = None,
-                  on_step: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
-    """Train one LoRA on all training tasks (task-balanced batches) into ``out/best``."""
+                  on_step: Callable[[int, dict[str, float]], None] | None = None,
+                  recipe: dict[str, Any] | None = None) -> LoopResult:
+    """Train one LoRA on all training tasks (task-balanced batches) into ``out/best``; with ``recipe``
+    (:func:`~text2lora.train.provenance.recipe_record`) its text2lora.json records the recipe, the data, the
+    commit and the chosen step, as a generator's config.json does."""
     accelerator = make_accelerator(cfg)
     run = RunDir.open(out, cfg, resume=resume, main=accelerator.is_main_process)
     tasks, val_tasks = recipe_tasks(cfg, tasks, val_tasks)
@@ -233,6 +244,8 @@ def train_mt_lora(cfg: MTLoRAConfig, out: str | Path, *, resume: bool = False, q
     try:
         job = LoRAJob(cfg, base, model, accelerator.device, tasks=tasks, val=val, meta=meta,
                       process_index=accelerator.process_index)
+        if recipe is not None:
+            job.provenance = {**recipe, "data": data_record([*tasks, *val_tasks]), "steps": cfg.steps}
         result = train_loop(job, cfg, run, accelerator, resume=resume, quiet=quiet, patience=cfg.patience,
                             on_step=on_step)
     finally:

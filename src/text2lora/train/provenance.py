@@ -1,6 +1,7 @@
 """Where a trained generator comes from: the recipe file, the code, the data and the chosen step.
 
-A generator checkpoint written by training carries a ``training`` block in its ``config.json``:
+A generator checkpoint written by training carries a ``training`` block in its ``config.json`` (a
+multi-task LoRA, in its ``text2lora.json``):
 
 - ``recipe`` (the recipe's ``name``), ``recipe_file`` (the path it was read from, relative to the
   working directory when inside it) and ``recipe_sha256`` (the file's bytes);
