@@ -40,7 +40,7 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(wheel):
-    return build_evals(str(wheel), _descriptions(KEPT + ["graded", "small", "nc_data", "quartz", "broken"]))
+    return build_evals(str(wheel), _descriptions(KEPT + ["graded", "small", "nc_data", "quartz", "broken", "lexicon"]))
 
 
 def _raw(rel: str) -> list[dict]:
