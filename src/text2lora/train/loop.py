@@ -25,6 +25,7 @@ from .._rng import rng_state, set_rng_state
 from ..base import BaseModel, load_base
 from ..errors import CheckpointError, ConfigError, T2LError
 from .config import TrainConfig, _TaskConfig
+from .provenance import checkpoint_record
 from .run import RunDir
 
 __all__ = ["Job", "LoopResult", "NonFiniteLossError", "Trainer", "make_accelerator", "make_optimizer",
@@ -105,7 +106,7 @@ class GeneratorJob:
     def save_artifact(self, path: Path, step: int | None = None) -> None:
         training = None
         if self.provenance is not None:
-            training = {**self.provenance, "step": step, "chosen_by": "validation loss on the held-out tasks"}
+            training = checkpoint_record(self.provenance, step)
         self.gen.save_pretrained(path, force=True, training=training)
 
     def checkpoint_config(self) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from ..data import Example, TaskRecord, TaskSampler, resolve_tasks, task_slug
 from ..errors import AdapterError, ConfigError
 from .batches import ExampleSampler, encode_examples, grouped_response_loss, validation_examples
 from .config import LoRAConfig, MTLoRAConfig
-from .provenance import data_record
 from .loop import LoopResult, load_train_base, make_accelerator, train_loop
+from .provenance import checkpoint_record, run_record
 from .run import RunDir
 from .tasks import recipe_tasks, split_tasks
 
@@ -119,10 +119,8 @@ class LoRAJob:
     """The ``training`` block of the adapter's text2lora.json (:mod:`~text2lora.train.provenance`), or ``None``."""
 
     def save_artifact(self, path: Path, step: int | None = None) -> None:
-        meta = self.meta
-        if self.provenance is not None:
-            meta = {**meta, "training": {**self.provenance, "step": step,
-                                         "chosen_by": "validation loss on the held-out tasks"}}
+        meta = self.meta if self.provenance is None else {**self.meta,
+                                                          "training": checkpoint_record(self.provenance, step)}
         _adapter_of(self.module, self.base, self.cfg, meta).save(path, force=True, vllm=False)
 
     def trainable_state(self) -> dict[str, Tensor]:
@@ -245,7 +243,7 @@ def train_mt_lora(cfg: MTLoRAConfig, out: str | Path, *, resume: bool = False, q
         job = LoRAJob(cfg, base, model, accelerator.device, tasks=tasks, val=val, meta=meta,
                       process_index=accelerator.process_index)
         if recipe is not None:
-            job.provenance = {**recipe, "data": data_record([*tasks, *val_tasks]), "steps": cfg.steps}
+            job.provenance = run_record(recipe, [*tasks, *val_tasks], cfg.steps)
         result = train_loop(job, cfg, run, accelerator, resume=resume, quiet=quiet, patience=cfg.patience,
                             on_step=on_step)
     finally:

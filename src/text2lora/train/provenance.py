@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from .._io import file_digest
 
-__all__ = ["recipe_record", "data_record", "code_commit"]
+__all__ = ["recipe_record", "data_record", "code_commit", "run_record", "checkpoint_record"]
 
 
 def code_commit() -> str | None:
@@ -65,3 +65,14 @@ def data_record(tasks: Iterable[Any]) -> dict[str, str]:
         if (folder / "examples.bin").is_file():
             out[source] = content_digest(folder)
     return dict(sorted(out.items()))
+
+
+def run_record(recipe: dict[str, Any], tasks: Iterable[Any], steps: int) -> dict[str, Any]:
+    """A run's ``training`` block before any checkpoint: ``recipe`` (:func:`recipe_record`), the data of its
+    training and validation ``tasks`` (:func:`data_record`) and its length."""
+    return {**recipe, "data": data_record(tasks), "steps": steps}
+
+
+def checkpoint_record(run: dict[str, Any], step: int | None) -> dict[str, Any]:
+    """The ``training`` block of the checkpoint saved at ``step`` of the run described by ``run``."""
+    return {**run, "step": step, "chosen_by": "validation loss on the held-out tasks"}

@@ -40,7 +40,7 @@ from .batches import (TextBatch, encode_examples, grouped_response_loss, lm_resp
 from .config import SFTConfig
 from .loop import GeneratorJob, LoopResult, load_train_base, make_accelerator, train_loop
 from .run import RunDir
-from .provenance import data_record
+from .provenance import run_record
 from .tasks import recipe_tasks
 
 __all__ = ["SFTJob", "train_sft", "adapter_drift", "adapter_l2", "ranked_choices"]
@@ -296,7 +296,7 @@ def train_sft(cfg: SFTConfig, out: str | Path, *, resume: bool = False, quiet: b
     gen.to(accelerator.device)
     job = SFTJob(cfg, base, gen, tasks, val_tasks, accelerator.device, accelerator.process_index)
     if recipe is not None:
-        job.provenance = {**recipe, "data": data_record([*tasks, *val_tasks]), "steps": cfg.steps}
+        job.provenance = run_record(recipe, [*tasks, *val_tasks], cfg.steps)
     result = train_loop(job, cfg, run, accelerator, resume=resume, quiet=quiet, on_step=on_step)
     result.run_dir = run.path
     return result
